@@ -13,7 +13,11 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, model_validator
+
+
+# YAML 1.1 reads "1e-4" (no dot) as a string; floats accept numeric strings, everything else is strict.
+Float = Annotated[float, Strict(False)]
 
 
 class ParamsError(ValueError):
@@ -129,7 +133,7 @@ class CorpusConfig(_Section):
     max_chars: int = Field(default=1000, gt=0)
     passage_chars: int = Field(default=400, gt=0)
     max_texts: int | None = Field(default=None, gt=0)
-    heldout_fraction: float = Field(default=0.1, gt=0.0, lt=1.0)
+    heldout_fraction: Float = Field(default=0.1, gt=0.0, lt=1.0)
 
     @model_validator(mode="after")
     def _check_sources(self) -> "CorpusConfig":
@@ -140,13 +144,12 @@ class CorpusConfig(_Section):
 
 class TrainConfig(_Section):
     loss: Literal["mse", "cosine", "similarity"] = "mse"
-    epochs: float = Field(default=1.0, gt=0)
+    epochs: Float = Field(default=1.0, gt=0)
     max_steps: int = -1
     batch_size: int = Field(default=64, gt=0)
-    learning_rate: float = Field(default=2e-5, gt=0)
-    warmup_ratio: float = Field(default=0.1, ge=0, lt=1)
-    weight_decay: float = Field(default=0.01, ge=0)
-    similarity_weight: float = Field(default=1.0, ge=0)
+    learning_rate: Float = Field(default=2e-5, gt=0)
+    warmup_ratio: Float = Field(default=0.1, ge=0, lt=1)
+    weight_decay: Float = Field(default=0.01, ge=0)
     eval_texts: int = Field(default=256, gt=0)
     eval_steps: int = Field(default=50, gt=0)
     save_total_limit: int = Field(default=1, gt=0)
@@ -209,7 +212,7 @@ class TrackingConfig(_Section):
 class RegisterConfig(_Section):
     model_name: str = "distilled-student"
     primary_metric: str = "student/mean_score"
-    min_metrics: dict[str, float] = Field(default_factory=dict)
+    min_metrics: dict[str, Float] = Field(default_factory=dict)
 
 
 class Params(_Section):

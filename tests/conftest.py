@@ -1,0 +1,76 @@
+"""Shared fixtures: a tiny real-model configuration (all-MiniLM-L6-v2 as teacher, a 2-layer pruned
+copy as student) and the project paths. Tests that need ../shared/data skip with a reason without it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from distill.config import load_params
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+needs_shared = pytest.mark.skipif(
+    not (SHARED_DATA / "stsb").is_dir(), reason=f"benchmark data not found at {SHARED_DATA} (only in the dev sandbox)"
+)
+
+
+def tiny_params_dict(root: Path) -> dict:
+    """A config that runs every step in well under a minute on 2 cores, with real models and data."""
+    return {
+        "seed": 7,
+        "paths": {
+            "prepared": str(root / "data/prepared"),
+            "teacher_cache": str(root / "data/teacher"),
+            "eval_cache": str(root / "data/eval_cache"),
+            "checkpoints": str(root / "data/checkpoints"),
+            "student": str(root / "models/student"),
+            "metrics": str(root / "metrics"),
+            "reports": str(root / "reports"),
+            "plots": str(root / "plots"),
+            "lock": str(root / ".distill.lock"),
+        },
+        "teacher": {"model": "all-MiniLM-L6-v2", "max_seq_length": 64, "shard_size": 64},
+        "student": {
+            "init": "pruned",
+            "model": None,
+            "keep_layers": [0, 5],
+            "prompts": {"query": "query: ", "passage": "passage: "},
+        },
+        "corpus": {
+            "sources": [{"type": "bbc", "unit": "passage", "max_documents": 60}],
+            "passage_chars": 1000,
+            "heldout_fraction": 0.35,
+        },
+        "train": {"epochs": 1, "batch_size": 32, "eval_texts": 32, "eval_steps": 100},
+        "eval": {
+            "throughput_texts": 32,
+            "throughput_warmup": 8,
+            "sets": [
+                {"name": "fid", "type": "fidelity", "max_texts": 40},
+                {"name": "topics", "type": "classification"},
+                {"name": "clusters", "type": "clustering"},
+            ],
+        },
+    }
+
+
+@pytest.fixture
+def tiny_params(tmp_path):
+    data = tiny_params_dict(tmp_path)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return load_params(path)
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    from distill.models import load_model
+
+    return load_model("all-MiniLM-L6-v2", field="teacher.model")

@@ -1,0 +1,67 @@
+import pytest
+import yaml
+
+from distill.config import ParamsError, flatten, load_params, parse_override
+from tests.conftest import ROOT
+
+
+def write(tmp_path, data, name="params.yaml"):
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_project_params_files_are_valid():
+    params = load_params(ROOT / "params.yaml")
+    assert params.teacher.model == "all-mpnet-base-v2"
+    bench = load_params([ROOT / "params.yaml", ROOT / "params/benchmark.yaml"])
+    assert {s.type for s in bench.eval.sets} >= {"sts", "retrieval", "fidelity"}
+    assert bench.corpus.sources[0].type == "bbc" and bench.corpus.sources[1].type == "stsb"
+
+
+def test_wrong_type_names_the_key(tmp_path):
+    with pytest.raises(ParamsError, match=r"train\.epochs"):
+        load_params(write(tmp_path, {"train": {"epochs": "two"}}))
+
+
+def test_unknown_key_names_the_key(tmp_path):
+    with pytest.raises(ParamsError, match=r"teacher\.modle"):
+        load_params(write(tmp_path, {"teacher": {"modle": "x"}}))
+
+
+def test_unknown_eval_type_is_an_error(tmp_path):
+    data = {"eval": {"sets": [{"name": "x", "type": "reranking", "path": "p"}]}}
+    with pytest.raises(ParamsError, match=r"eval\.sets\.0.*reranking"):
+        load_params(write(tmp_path, data))
+
+
+def test_pruned_student_needs_layers(tmp_path):
+    with pytest.raises(ParamsError, match="keep_layers"):
+        load_params(write(tmp_path, {"student": {"init": "pruned"}}))
+
+
+def test_missing_file_and_non_mapping(tmp_path):
+    with pytest.raises(ParamsError, match="does not exist"):
+        load_params(tmp_path / "nope.yaml")
+    path = tmp_path / "list.yaml"
+    path.write_text("- a\n- b\n")
+    with pytest.raises(ParamsError, match="mapping"):
+        load_params(path)
+
+
+def test_layering_and_overrides(tmp_path):
+    base = write(tmp_path, {"train": {"epochs": 3, "batch_size": 16}})
+    extra = write(tmp_path, {"train": {"epochs": 2}}, "extra.yaml")
+    params = load_params([base, extra], ["train.learning_rate=1e-4", "student.prompts={query: 'q: '}"])
+    assert params.train.epochs == 2 and params.train.batch_size == 16
+    assert params.train.learning_rate == pytest.approx(1e-4)
+    assert params.student.prompts == {"query": "q: "}
+    with pytest.raises(ParamsError, match="KEY=VALUE"):
+        parse_override("train.epochs")
+
+
+def test_flatten_uses_dotted_keys_and_yaml_spelling():
+    flat = flatten(load_params(ROOT / "params.yaml"))
+    assert flat["train.epochs"] == 1
+    assert flat["register.model_name"] == "distilled-student"
+    assert flat["corpus.sources.0.type"] == "bbc"

@@ -1,0 +1,91 @@
+import json
+
+import pandas as pd
+import pytest
+
+from distill.config import CorpusConfig, params_from_dict
+from distill.prepare import DataError, build_corpus, load_corpus, run, split_passages, split_sentences
+
+
+def corpus(sources, **kwargs):
+    return CorpusConfig.model_validate({"sources": sources, "min_chars": 5, **kwargs})
+
+
+def test_sentence_and_passage_splitting():
+    text = 'He said "Yes." Then he left. It rained! Was it 2004? Yes.\nNew paragraph here.'
+    assert split_sentences(text) == ['He said "Yes."', "Then he left.", "It rained!", "Was it 2004?", "Yes.", "New paragraph here."]
+    passages = split_passages(text, 30)
+    assert all(len(p) <= 30 for p in passages) and " ".join(passages).startswith('He said "Yes." Then he left.')
+
+
+def test_bbc_offline_corpus_splits_by_document():
+    frame = build_corpus(corpus([{"type": "bbc", "unit": "passage", "max_documents": 50}], heldout_fraction=0.3), seed=1)
+    assert set(frame["label"]) <= {"business", "entertainment", "politics", "sports", "tech"}
+    per_doc = frame.groupby("doc_id")["split"].nunique()
+    assert (per_doc == 1).all(), "a document's texts must all land in one split"
+    assert set(frame["split"]) == {"train", "heldout"}
+    again = build_corpus(corpus([{"type": "bbc", "unit": "passage", "max_documents": 50}], heldout_fraction=0.3), seed=1)
+    pd.testing.assert_frame_equal(frame, again)
+
+
+def test_file_sources_clean_dedupe_and_cap(tmp_path):
+    (tmp_path / "a.txt").write_text("first text here\n\n  first   text here \nsecond one\nx\n" + "y" * 50 + "\n")
+    pd.DataFrame({"body": ["from jsonl one", "from jsonl two"]}).to_json(tmp_path / "b.jsonl", orient="records", lines=True)
+    pd.DataFrame({"body": ["from csv"]}).to_csv(tmp_path / "c.csv", index=False)
+    pd.DataFrame({"body": ["from parquet"]}).to_parquet(tmp_path / "d.parquet")
+    sources = [{"type": "file", "path": str(tmp_path / "a.txt")}] + [
+        {"type": "file", "path": str(tmp_path / n), "column": "body"} for n in ("b.jsonl", "c.csv", "d.parquet")
+    ]
+    frame = build_corpus(corpus(sources, max_chars=20, heldout_fraction=0.2), seed=0)
+    texts = set(frame["text"])
+    assert texts == {"first text here", "second one", "y" * 20, "from jsonl one", "from jsonl two", "from csv", "from parquet"}
+
+
+def test_folder_source(tmp_path):
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    for i in range(6):
+        (folder / f"{i}.txt").write_text(f"Document {i} starts here. It has two sentences.")
+    frame = build_corpus(corpus([{"type": "folder", "path": str(folder), "unit": "sentence"}]), seed=0)
+    assert len(frame) == 7  # "It has two sentences." is shared, so kept once
+
+
+def test_missing_column_names_file_and_column(tmp_path):
+    pd.DataFrame({"body": ["a long enough text"]}).to_json(tmp_path / "b.jsonl", orient="records", lines=True)
+    with pytest.raises(DataError, match=r"b\.jsonl: missing column 'text'.*body"):
+        build_corpus(corpus([{"type": "file", "path": str(tmp_path / "b.jsonl")}]), seed=0)
+
+
+def test_non_string_text_is_an_error(tmp_path):
+    (tmp_path / "n.jsonl").write_text(json.dumps({"text": "fine text here"}) + "\n" + json.dumps({"text": 12345}) + "\n")
+    with pytest.raises(DataError, match=r"n\.jsonl: column 'text' row 1 is int"):
+        build_corpus(corpus([{"type": "file", "path": str(tmp_path / "n.jsonl")}]), seed=0)
+
+
+def test_non_utf8_file_is_an_error(tmp_path):
+    (tmp_path / "latin.txt").write_bytes("caf\xe9 au lait, s'il vous pla\xeet\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"latin\.txt: not valid UTF-8"):
+        build_corpus(corpus([{"type": "file", "path": str(tmp_path / "latin.txt")}]), seed=0)
+
+
+def test_empty_corpus_after_cleaning(tmp_path):
+    (tmp_path / "short.txt").write_text("a\nb\n\n")
+    with pytest.raises(DataError, match="empty after cleaning.*min_chars"):
+        build_corpus(corpus([{"type": "file", "path": str(tmp_path / "short.txt")}]), seed=0)
+
+
+def test_failed_prepare_leaves_previous_output_intact(tmp_path):
+    good = tmp_path / "good.txt"
+    good.write_text("\n".join(f"text number {i} is long enough" for i in range(20)))
+    params = params_from_dict(
+        {"paths": {"prepared": str(tmp_path / "prepared")}, "corpus": {"sources": [{"type": "file", "path": str(good)}], "min_chars": 5}}
+    )
+    run(params)
+    before = load_corpus(params)
+    bad = params_from_dict(
+        {"paths": {"prepared": str(tmp_path / "prepared")}, "corpus": {"sources": [{"type": "file", "path": str(tmp_path / "missing.txt")}]}}
+    )
+    with pytest.raises(DataError, match="does not exist"):
+        run(bad)
+    pd.testing.assert_frame_equal(before, load_corpus(params))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["good.txt", "prepared"]
