@@ -69,6 +69,8 @@ class EmbeddingCache:
     def _load(self) -> None:
         if not self.directory.is_dir():
             return
+        for stale in self.directory.glob(".shard-*.tmp-*"):
+            stale.unlink(missing_ok=True)  # a shard whose writer was killed before the rename
         for path in sorted(self.directory.glob("shard-*.npz")):
             number = int(path.stem.split("-")[1])
             keys, embeddings = self._validate(path)

@@ -1,0 +1,72 @@
+"""`dvc repro` in a fresh copy of the project on the tiny config, then a training-param change."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from sentence_transformers import SentenceTransformer
+
+from distill.config import params_from_dict
+from tests.conftest import ROOT, tiny_params_dict
+
+pytestmark = pytest.mark.slow
+
+
+def project_copy(target: Path) -> Path:
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    ).stdout.split()
+    for name in files:
+        if (ROOT / name).is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, target / name)
+    subprocess.run(["git", "init", "-q"], cwd=target, check=True)
+    return target
+
+
+def sh(args, cwd, env):
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, f"{args} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result.stdout + result.stderr
+
+
+def test_dvc_repro_then_train_change(tmp_path):
+    project = project_copy(tmp_path / "project")
+    # DVC reads tracked params from params.yaml itself, so write every key, defaults included.
+    params = params_from_dict(tiny_params_dict(Path("."))).model_dump(mode="json", by_alias=True)
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "PYTHONPATH": str(project / "src"),
+    }
+    dvc = [str(Path(sys.executable).parent / "dvc")]
+    sh(dvc + ["repro"], project, env)
+
+    student = SentenceTransformer(str(project / "models/student"))
+    assert {"query": "query: ", "passage": "passage: "}.items() <= student.prompts.items()
+    assert np.allclose(
+        student.encode(["x"], prompt_name="passage"), student.encode(["passage: x"]), atol=1e-5
+    )
+    metrics = json.loads((project / "metrics/eval.json").read_text())
+    for role in ("teacher", "baseline", "student"):
+        assert {f"{role}/topics/accuracy", f"{role}/mean_score", f"{role}/texts_per_s"} <= metrics.keys()
+    shown = sh(dvc + ["metrics", "show", "--json"], project, env)
+    assert "student/mean_score" in shown
+
+    params["train"]["learning_rate"] = 5e-5
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    status = sh(dvc + ["status", "--json"], project, env)
+    changed = set(json.loads(status))
+    # evaluate depends on train's output, so status can only name it once train has rerun.
+    assert "train" in changed and "label" not in changed and "prepare" not in changed
+    log = sh(dvc + ["repro"], project, env)
+    assert "Stage 'label' didn't change, skipping" in log
+    assert "Running stage 'train'" in log and "Running stage 'evaluate'" in log

@@ -1,0 +1,51 @@
+"""Kill the label step with SIGKILL mid-way; the rerun reuses the finished shards and matches a clean run."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from distill import label
+from distill.config import load_params
+from tests.conftest import ROOT, tiny_params_dict
+
+
+def test_label_resumes_after_kill(tmp_path):
+    data = tiny_params_dict(tmp_path)
+    data["teacher"]["shard_size"] = 8
+    data["teacher"]["batch_size"] = 8
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(data))
+    params = load_params(path)
+    command = [sys.executable, "-m", "distill", "{}", "--params", str(path)]
+    subprocess.run([c.format("prepare") for c in command], check=True, cwd=ROOT, capture_output=True)
+
+    process = subprocess.Popen(
+        [c.format("label") for c in command], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    cache_root = Path(params.paths.teacher_cache)
+    deadline = time.monotonic() + 300
+    while len(list(cache_root.rglob("shard-*.npz"))) < 3:
+        assert process.poll() is None, "label finished before it could be interrupted"
+        assert time.monotonic() < deadline, "label produced no shards in time"
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+
+    resumed = label.teacher_encoder(params, cache_root)
+    cache = resumed.cache(params.corpus.text_type)
+    finished_rows = len(cache)
+    texts = label.load_corpus(params)["text"].tolist()
+    assert 0 < finished_rows < len(texts)
+    labels = label.run(params, resumed)
+    assert cache.stats.misses == len(texts) - finished_rows
+    assert not list(cache.directory.glob(".shard-*"))
+
+    clean = label.teacher_encoder(params, tmp_path / "clean-cache")
+    expected = clean.encode(texts, params.corpus.text_type)
+    np.testing.assert_allclose(labels, expected, atol=2e-3)
