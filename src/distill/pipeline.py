@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from distill import evaluate, label, prepare, train
+from distill import evaluate, label, prepare, register, train
 from distill.config import Params
 from distill.lock import pipeline_lock
 
@@ -18,6 +18,7 @@ STEPS: dict[str, Callable[[Params], Any]] = {
     "label": label.run,
     "train": train.run,
     "evaluate": evaluate.run,
+    "register": register.run,
 }
 
 

@@ -177,7 +177,7 @@ def run(params: Params) -> Path:
         per_device_train_batch_size=params.train.batch_size,
         per_device_eval_batch_size=params.train.batch_size,
         learning_rate=params.train.learning_rate,
-        warmup_ratio=params.train.warmup_ratio,
+        warmup_steps=params.train.warmup_ratio,  # a float below 1 is a fraction of all steps
         weight_decay=params.train.weight_decay,
         seed=params.seed,
         data_seed=params.seed,

@@ -1,0 +1,93 @@
+"""MLflow tracking: one run per pipeline run, with params, tags, curves, metrics and artifacts.
+
+The store defaults to ``tracking.tracking_uri`` (``sqlite:///mlflow.db`` in the project root, with
+artifacts in ``mlartifacts/``); the ``MLFLOW_TRACKING_URI`` environment variable overrides it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+
+from distill.config import Params, flatten
+
+_METRIC_UNSAFE = re.compile(r"[^\w\-. /:]")
+
+
+def tracking_uri(params: Params) -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or params.tracking.tracking_uri
+
+
+def metric_key(key: str) -> str:
+    """MLflow metric names allow letters, digits, ``_-. /:``; ``ndcg@10`` becomes ``ndcg_at_10``."""
+    return _METRIC_UNSAFE.sub("_", key.replace("@", "_at_"))
+
+
+def configure(params: Params) -> None:
+    mlflow.set_tracking_uri(tracking_uri(params))
+    uri = tracking_uri(params)
+    if mlflow.get_experiment_by_name(params.tracking.experiment) is None:
+        # Local stores keep artifacts in the project; remote servers choose their own location.
+        location = Path("mlartifacts").resolve().as_uri() if uri.startswith("sqlite:") else None
+        mlflow.create_experiment(params.tracking.experiment, artifact_location=location)
+    mlflow.set_experiment(params.tracking.experiment)
+
+
+def _git_commit() -> str:
+    try:
+        result = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return result.stdout.strip() if result.returncode == 0 else "unknown"
+
+
+def _dvc_lock_hash() -> str:
+    lock = Path("dvc.lock")
+    return hashlib.sha256(lock.read_bytes()).hexdigest()[:16] if lock.is_file() else "none"
+
+
+@contextmanager
+def pipeline_run(params: Params, run_name: str | None = None, tags: dict[str, str] | None = None) -> Iterator[str]:
+    """Start (or join the active) MLflow run for one pipeline run; yields its id.
+
+    A run that raises ends as FAILED in MLflow, so failures are visible in the UI.
+    """
+    active = mlflow.active_run()
+    if active is not None:
+        yield active.info.run_id
+        return
+    configure(params)
+    with mlflow.start_run(run_name=run_name) as run:
+        mlflow.set_tags({"git_commit": _git_commit(), "dvc_lock": _dvc_lock_hash(), **(tags or {})})
+        flat = {key: str(value)[:6000] for key, value in flatten(params).items()}
+        mlflow.log_params(flat)
+        yield run.info.run_id
+
+
+def log_outputs(params: Params, metrics: dict[str, float]) -> None:
+    """Training curves as step metrics, the evaluation table as metrics, report and plots as artifacts."""
+    training = Path(params.paths.plots) / "training"
+    for file_name, column in (("train_loss.csv", "loss"), ("eval_loss.csv", "eval_loss")):
+        path = training / file_name
+        if path.is_file():
+            curve = pd.read_csv(path)
+            for step, value in zip(curve["step"], curve[column]):
+                mlflow.log_metric(f"train/{column}", float(value), step=int(step))
+    mlflow.log_metrics({metric_key(k): float(v) for k, v in metrics.items()})
+    for artifact, folder in (
+        (Path(params.paths.reports) / "report.md", "report"),
+        (Path(params.paths.metrics) / "eval.json", "report"),
+    ):
+        if artifact.is_file():
+            mlflow.log_artifact(str(artifact), artifact_path=folder)
+    plots = Path(params.paths.plots)
+    for image in sorted(plots.glob("*/*.png")):
+        mlflow.log_artifact(str(image), artifact_path="plots")
