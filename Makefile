@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM := false
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: setup run repro test bench clean
+.PHONY: setup run serve trigger ui stop repro test bench clean
 
 setup: $(STAMP)
 
@@ -27,9 +27,29 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m distill assemble-models
 	touch $(STAMP)
 
-run: setup
+# Set up, serve the Prefect deployment, run it to completion, say where to look.
+run: serve
+	$(PY) -m distill.services trigger $(foreach p,$(P),-p $(p))
+	@echo
+	@echo "Done. Report: reports/report.md | metrics: dvc metrics show | student: models/student"
+	@echo "MLflow: make ui, then http://127.0.0.1:5000 (experiment 'distill', model 'distilled-student')"
+	@echo "Prefect: http://127.0.0.1:4200 (flow runs of distill-pipeline)"
+
+serve: setup
+	$(PY) -m distill.services serve
+
+# Another run of the served deployment, e.g. make trigger P="train.epochs=2 train.learning_rate=5e-5"
+trigger: setup
+	$(PY) -m distill.services trigger $(foreach p,$(P),-p $(p))
+
+ui: setup
+	$(PY) -m distill.services ui
+
+stop:
+	$(PY) -m distill.services stop
+
+repro: setup
 	dvc repro
-	@echo "Report: reports/report.md   Metrics: dvc metrics show   Student: models/student"
 
 test: setup
 	$(PY) -m pytest -q

@@ -23,7 +23,7 @@ PROJECT = Path(__file__).resolve().parents[1]
 if str(PROJECT / "src") not in sys.path:
     sys.path.insert(0, str(PROJECT / "src"))
 
-from distill import tracking  # noqa: E402
+from distill.tracking import pipeline_run  # noqa: E402
 from distill.config import Params, load_params  # noqa: E402
 from distill.lock import pipeline_lock  # noqa: E402
 from distill.pipeline import STEPS, configure  # noqa: E402
@@ -45,16 +45,35 @@ TASKS = {name: _step_task(name) for name in STEPS}
 
 @flow(name="distill-pipeline")
 def distill_pipeline(
-    params_file: str = "params.yaml", overrides: list[str] | None = None, **dotted: Any
+    params_file: str = "params.yaml",
+    overrides: list[str] | None = None,
+    seed: int | None = None,
+    threads: int | None = None,
+    teacher: dict[str, Any] | None = None,
+    student: dict[str, Any] | None = None,
+    corpus: dict[str, Any] | None = None,
+    train: dict[str, Any] | None = None,
+    eval: dict[str, Any] | None = None,  # noqa: A002 - the params section is called eval
+    paths: dict[str, Any] | None = None,
+    tracking: dict[str, Any] | None = None,
+    register: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Run every step on ``params_file``; ``overrides`` ("train.epochs=2") and dotted keyword
-    parameters (``-p train.epochs=2`` on the CLI) are validated by the same config module."""
-    updates = list(overrides or []) + [f"{key}={json.dumps(value)}" for key, value in dotted.items()]
-    params = load_params(params_file, updates)
+    """Run every step on ``params_file``.
+
+    Overrides come as dotted strings (``overrides=["train.epochs=2"]``) or as one partial mapping
+    per params section (``train={"epochs": 2}``, which is ``-p train='{"epochs": 2}'`` on the
+    Prefect CLI); both are merged onto the file and validated by the same config module.
+    """
+    sections = {
+        "seed": seed, "threads": threads, "teacher": teacher, "student": student, "corpus": corpus, "train": train,
+        "eval": eval, "paths": paths, "tracking": tracking, "register": register,
+    }
+    updates = {key: value for key, value in sections.items() if value is not None}
+    params = load_params(params_file, overrides, updates)
     configure(params)
     with pipeline_lock(params.paths.lock):
         run_name = flow_run.get_name() or None
-        with tracking.pipeline_run(params, run_name=run_name, tags={"entry_point": "prefect"}):
+        with pipeline_run(params, run_name=run_name, tags={"entry_point": "prefect"}):
             for name in ("prepare", "label", "train", "evaluate"):
                 TASKS[name](params)
             registration = TASKS["register"](params)

@@ -287,16 +287,22 @@ def params_from_dict(data: dict[str, Any], source: str = "params") -> Params:
 
 
 def load_params(
-    files: list[str | Path] | str | Path = "params.yaml", overrides: list[str] | None = None
+    files: list[str | Path] | str | Path = "params.yaml",
+    overrides: list[str] | None = None,
+    updates: dict[str, Any] | None = None,
 ) -> Params:
-    """Load and validate params: files deep-merged in order, then ``key=value`` overrides."""
+    """Load and validate params: files deep-merged in order, then ``key=value`` overrides, then
+    ``updates`` (a partial params mapping, e.g. ``{"train": {"epochs": 2}}``)."""
     paths = [Path(files)] if isinstance(files, (str, Path)) else [Path(f) for f in files]
     data: dict[str, Any] = {}
     for path in paths:
         data = deep_merge(data, _read_yaml(path))
     for override in overrides or []:
         data = deep_merge(data, parse_override(override))
-    source = " + ".join(str(p) for p in paths) + (f" with overrides {overrides}" if overrides else "")
+    data = deep_merge(data, updates or {})
+    source = " + ".join(str(p) for p in paths)
+    if overrides or updates:
+        source += f" with overrides {[*(overrides or []), *([updates] if updates else [])]}"
     return params_from_dict(data, source)
 
 
