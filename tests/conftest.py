@@ -4,6 +4,8 @@ copy as student) and the project paths. Tests that need ../shared/data skip with
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -48,7 +50,7 @@ def tiny_params_dict(root: Path) -> dict:
             "passage_chars": 1000,
             "heldout_fraction": 0.35,
         },
-        "train": {"epochs": 1, "batch_size": 32, "eval_texts": 32, "eval_steps": 100},
+        "train": {"epochs": 1, "batch_size": 32, "eval_texts": 32, "eval_steps": 100, "log_steps": 1},
         "eval": {
             "throughput_texts": 32,
             "throughput_warmup": 8,
@@ -74,3 +76,34 @@ def minilm():
     from distill.models import load_model
 
     return load_model("all-MiniLM-L6-v2", field="teacher.model")
+
+
+@pytest.fixture(scope="session")
+def finished_pipeline(tmp_path_factory):
+    """prepare → label → train → evaluate once on the tiny config; returns (params, metrics)."""
+    from distill import evaluate, label, prepare, train
+
+    root = tmp_path_factory.mktemp("pipeline")
+    data = tiny_params_dict(root)
+    data["tracking"] = {"tracking_uri": f"sqlite:///{root / 'mlflow.db'}"}
+    path = root / "params.yaml"
+    path.write_text(yaml.safe_dump(data))
+    params = load_params(path)
+    prepare.run(params)
+    label.run(params)
+    train.run(params)
+    flat = evaluate.run(params)
+    return params, flat
+
+
+def project_copy(target: Path) -> Path:
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    ).stdout.split()
+    for name in files:
+        if (ROOT / name).is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, target / name)
+    subprocess.run(["git", "init", "-q"], cwd=target, check=True)
+    return target

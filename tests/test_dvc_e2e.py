@@ -2,7 +2,6 @@
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,22 +12,9 @@ import yaml
 from sentence_transformers import SentenceTransformer
 
 from distill.config import params_from_dict
-from tests.conftest import ROOT, tiny_params_dict
+from tests.conftest import project_copy, tiny_params_dict
 
 pytestmark = pytest.mark.slow
-
-
-def project_copy(target: Path) -> Path:
-    files = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT, capture_output=True, text=True, check=True,
-    ).stdout.split()
-    for name in files:
-        if (ROOT / name).is_file():
-            (target / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, target / name)
-    subprocess.run(["git", "init", "-q"], cwd=target, check=True)
-    return target
 
 
 def sh(args, cwd, env):

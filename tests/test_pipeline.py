@@ -5,30 +5,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 from sentence_transformers import SentenceTransformer
 
-from distill import evaluate, label, prepare, train
-from distill.config import load_params
+from distill import label, train
 from distill.models import ModelLoadError
-from tests.conftest import tiny_params_dict
 
 
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pipeline")
-    path = root / "params.yaml"
-    path.write_text(yaml.safe_dump(tiny_params_dict(root)))
-    params = load_params(path)
-    prepare.run(params)
-    label.run(params)
-    train.run(params)
-    flat = evaluate.run(params)
-    return params, flat
-
-
-def test_student_loads_with_prompts(finished):
-    params, _ = finished
+def test_student_loads_with_prompts(finished_pipeline):
+    params, _ = finished_pipeline
     student = SentenceTransformer(params.paths.student)
     assert student.prompts["query"] == "query: " and student.prompts["passage"] == "passage: "
     with_prompt = student.encode(["who won the match"], prompt_name="query")
@@ -38,8 +22,8 @@ def test_student_loads_with_prompts(finished):
     assert "all-MiniLM-L6-v2" in card and "query" in card
 
 
-def test_metrics_have_every_key(finished):
-    params, flat = finished
+def test_metrics_have_every_key(finished_pipeline):
+    params, flat = finished_pipeline
     on_disk = json.loads((Path(params.paths.metrics) / "eval.json").read_text())
     assert on_disk == flat
     for role in ("teacher", "baseline", "student"):
@@ -52,8 +36,8 @@ def test_metrics_have_every_key(finished):
     assert flat["student/parameters"] < flat["teacher/parameters"]
 
 
-def test_report_and_plots_written(finished):
-    params, _ = finished
+def test_report_and_plots_written(finished_pipeline):
+    params, _ = finished_pipeline
     report = (Path(params.paths.reports) / "report.md").read_text()
     assert "| distilled student |" in report and "speed-up" in report
     plots = Path(params.paths.plots)
@@ -61,15 +45,15 @@ def test_report_and_plots_written(finished):
         assert (plots / name).stat().st_size > 0, name
 
 
-def test_rerun_label_pays_nothing(finished):
-    params, _ = finished
+def test_rerun_label_pays_nothing(finished_pipeline):
+    params, _ = finished_pipeline
     encoder = label.teacher_encoder(params, params.paths.teacher_cache)
     label.run(params, encoder)
     assert encoder.misses == 0
 
 
-def test_keep_layers_out_of_range(finished):
-    params, _ = finished
+def test_keep_layers_out_of_range(finished_pipeline):
+    params, _ = finished_pipeline
     bad = params.model_copy(update={"student": params.student.model_copy(update={"keep_layers": [0, 9]})})
     with pytest.raises(ModelLoadError, match=r"student\.keep_layers.*out of range.*6 layers"):
         train.base_student(bad)

@@ -152,6 +152,7 @@ class TrainConfig(_Section):
     weight_decay: Float = Field(default=0.01, ge=0)
     eval_texts: int = Field(default=256, gt=0)
     eval_steps: int = Field(default=50, gt=0)
+    log_steps: int = Field(default=10, gt=0)
     save_total_limit: int = Field(default=1, gt=0)
 
 

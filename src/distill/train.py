@@ -184,7 +184,7 @@ def run(params: Params) -> Path:
         bf16=use_bf16,
         eval_strategy="steps" if eval_texts else "no",
         eval_steps=params.train.eval_steps,
-        logging_steps=max(1, params.train.eval_steps // 5),
+        logging_steps=params.train.log_steps,
         save_strategy="steps",
         save_steps=params.train.eval_steps,
         save_total_limit=params.train.save_total_limit,
