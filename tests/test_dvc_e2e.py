@@ -47,6 +47,11 @@ def test_dvc_repro_then_train_change(tmp_path):
     shown = sh(dvc + ["metrics", "show", "--json"], project, env)
     assert "student/mean_score" in shown
 
+    # Plots render offline: the template inlines vega instead of loading it from a CDN.
+    sh(dvc + ["plots", "show"], project, env)
+    page = (project / "dvc_plots" / "index.html").read_text()
+    assert "cdn.jsdelivr" not in page and "vegaEmbed" in page and "Training loss" in page
+
     params["train"]["learning_rate"] = 5e-5
     (project / "params.yaml").write_text(yaml.safe_dump(params))
     status = sh(dvc + ["status", "--json"], project, env)
