@@ -12,6 +12,7 @@ import yaml
 from prefect.testing.utilities import prefect_test_harness
 
 from distill.config import load_params
+from distill.encoding import Encoder
 from distill.lock import PipelineBusyError, pipeline_lock
 from tests.conftest import ROOT, tiny_params_dict
 
@@ -54,16 +55,24 @@ def test_flow_reuses_the_cli_labels_and_registers(harness, tmp_path, monkeypatch
     assert result["alias"] == "champion" and result["version"] == 1
     eval_shards = shard_count(params.paths.eval_cache)
 
-    # A second run with only a training change: no teacher pass at all, a new challenger or champion.
+    # A second run with only a training change: not one teacher forward pass.
+    forward_passes = []
+    raw_encode = Encoder.raw_encode
+
+    def counting(self, texts, text_type):
+        forward_passes.append((self.name, len(texts)))
+        return raw_encode(self, texts, text_type)
+
+    monkeypatch.setattr(Encoder, "raw_encode", counting)
     again = distill_pipeline(str(path), overrides=["train.max_steps=3"])
     assert shard_count(params.paths.teacher_cache) == labels_before
-    teacher_eval = [d for d in Path(params.paths.eval_cache).iterdir() if d.is_dir()]
-    assert shard_count(params.paths.eval_cache) > eval_shards  # only the new student's embeddings
+    assert not [call for call in forward_passes if call[0] in ("teacher", "baseline")], forward_passes
+    assert [call for call in forward_passes if call[0] == "student"]  # the new student is evaluated
+    assert shard_count(params.paths.eval_cache) > eval_shards
     assert again["version"] == 2
     mlflow.set_tracking_uri(params.tracking.tracking_uri)
     runs = mlflow.search_runs(experiment_names=[params.tracking.experiment])
     assert len(runs) == 2 and set(runs["tags.entry_point"]) == {"prefect"}
-    assert teacher_eval
 
 
 def test_failed_step_fails_the_run_and_leaves_registry_alone(harness, tmp_path, monkeypatch):

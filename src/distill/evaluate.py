@@ -10,6 +10,7 @@ the teacher's pass over a 5,000-document retrieval corpus is paid once.
 from __future__ import annotations
 
 import logging
+import platform
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,9 +21,11 @@ import pandas as pd
 import torch
 
 from distill import metrics
+from distill.cache import namespace_key, text_key
 from distill.config import EvalSet, FidelitySet, LabelledSet, Params, RetrievalSet, StsSet
 from distill.encoding import Encoder
 from distill.evalsets import fidelity_texts, load_labelled, load_retrieval, load_sts
+from distill.io import read_json, write_json
 from distill.label import teacher_encoder
 from distill.models import load_model, model_info
 from distill.prepare import DataError, load_corpus
@@ -122,7 +125,27 @@ def evaluate_model(
 
 
 def measure_throughput(encoder: Encoder, texts: list[str], text_type: str, warmup: int) -> float:
-    """Texts per second of a plain ``encode`` (no cache), after a warm-up; best of two runs."""
+    """Texts per second of a plain ``encode`` (no cache), after a warm-up; best of two runs.
+
+    The result is remembered in ``<cache_root>/throughput.json`` under the model fingerprint, the
+    texts, batch size, thread count, device and host, so an unchanged teacher or baseline is not
+    run again when only the student changed.
+    """
+    record = Path(encoder.cache_root) / "throughput.json"
+    key = namespace_key(
+        {
+            "model": encoder.fingerprint,
+            "texts": [text_key(t).hex() for t in texts],
+            "text_type": text_type,
+            "batch_size": encoder.batch_size,
+            "threads": torch.get_num_threads(),
+            "device": str(encoder.model.device),
+            "host": platform.node(),
+        }
+    )
+    known = read_json(record) if record.is_file() else {}
+    if key in known:
+        return float(known[key])
     if warmup:
         encoder.raw_encode(texts[:warmup], text_type)
     best = 0.0
@@ -130,6 +153,7 @@ def measure_throughput(encoder: Encoder, texts: list[str], text_type: str, warmu
         start = time.perf_counter()
         encoder.raw_encode(texts, text_type)
         best = max(best, len(texts) / (time.perf_counter() - start))
+    write_json(record, {**known, key: best})
     return best
 
 

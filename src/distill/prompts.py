@@ -1,6 +1,8 @@
 """Prompts per text type (``query``, ``passage``, an instruction…), for teacher and student.
 
-A prompt is prepended to every text of its type before encoding. Types without a prompt get none.
+A prompt is prepended to every text of its type before encoding. The pipeline encodes ``query`` and
+``passage`` texts (retrieval), ``sentence`` texts (STS) and corpus texts of ``corpus.text_type``;
+types without a prompt get none.
 The student's prompts are stored in the saved model (``config_sentence_transformers.json``), so
 ``SentenceTransformer(path).encode(texts, prompt_name="query")`` works after loading.
 """
@@ -8,9 +10,6 @@ The student's prompts are stored in the saved model (``config_sentence_transform
 from __future__ import annotations
 
 from sentence_transformers import SentenceTransformer
-
-# The text types the pipeline encodes; prompts maps may use these names (and others, for users).
-TEXT_TYPES = ("query", "passage", "sentence")
 
 
 def prompt_for(prompts: dict[str, str], text_type: str) -> str:

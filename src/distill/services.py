@@ -26,7 +26,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from distill.config import deep_merge, parse_override
+from distill.config import deep_merge, load_params, parse_override
+from distill.tracking import artifact_root, tracking_uri
 
 PREFECT_URL = "http://127.0.0.1:4200"
 MLFLOW_URL = "http://127.0.0.1:5000"
@@ -144,14 +145,15 @@ def flow_parameters(dotted: list[str]) -> dict[str, Any]:
 
 
 def ui(timeout: float = 90) -> None:
+    store = tracking_uri(load_params("params.yaml"))  # MLFLOW_TRACKING_URI, else the params' store
     if _get(MLFLOW_URL) is None:
         print(f"starting the MLflow UI on {MLFLOW_URL} …")
         _spawn(
             "mlflow-ui",
             [
                 str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", "5000", "--workers", "1",
-                "--backend-store-uri", os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db"),
-                "--default-artifact-root", Path("mlartifacts").resolve().as_uri(),
+                "--backend-store-uri", store,
+                "--default-artifact-root", artifact_root(store) or Path("mlartifacts").resolve().as_uri(),
             ],
             env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
         )

@@ -31,13 +31,19 @@ def metric_key(key: str) -> str:
     return _METRIC_UNSAFE.sub("_", key.replace("@", "_at_"))
 
 
+def artifact_root(uri: str) -> str | None:
+    """A SQLite store keeps its artifacts in ``mlartifacts/`` beside the database file;
+    remote tracking servers choose their own location (None)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return (Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts").as_uri()
+
+
 def configure(params: Params) -> None:
-    mlflow.set_tracking_uri(tracking_uri(params))
     uri = tracking_uri(params)
+    mlflow.set_tracking_uri(uri)
     if mlflow.get_experiment_by_name(params.tracking.experiment) is None:
-        # Local stores keep artifacts in the project; remote servers choose their own location.
-        location = Path("mlartifacts").resolve().as_uri() if uri.startswith("sqlite:") else None
-        mlflow.create_experiment(params.tracking.experiment, artifact_location=location)
+        mlflow.create_experiment(params.tracking.experiment, artifact_location=artifact_root(uri))
     mlflow.set_experiment(params.tracking.experiment)
 
 
