@@ -74,6 +74,11 @@ def test_flow_reuses_the_cli_labels_and_registers(harness, tmp_path, monkeypatch
     runs = mlflow.search_runs(experiment_names=[params.tracking.experiment])
     assert len(runs) == 2 and set(runs["tags.entry_point"]) == {"prefect"}
 
+    # And the other way round: the DVC stage command after the flow finds every label cached.
+    subprocess.run([sys.executable, "-m", "distill", "label", "--params", str(path)], cwd=ROOT, env=env, check=True,
+                   capture_output=True)
+    assert shard_count(params.paths.teacher_cache) == labels_before
+
 
 def test_failed_step_fails_the_run_and_leaves_registry_alone(harness, tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
