@@ -61,10 +61,10 @@ def speed_quality_plot(frame: pd.DataFrame, path: Path) -> None:
     quality = frame["mean score"] if "mean score" in frame else None
     for i, row in frame.iterrows():
         y = quality.iloc[i] if quality is not None else 0
-        ax.scatter(row["texts/s"], y, s=80)
-        ax.annotate(row["model"], (row["texts/s"], y), textcoords="offset points", xytext=(6, 4))
-    ax.set_xscale("log")
-    ax.set_xlabel("encode throughput (texts/s, log scale)")
+        ax.scatter(row["texts/s"], y, s=80, label=f"{row['model']} ({row['texts/s']:.0f}/s, {y:.2f})")
+    ax.set_xlim(left=0)
+    ax.legend(loc="best", fontsize=8)
+    ax.set_xlabel("encode throughput (texts/s)")
     ax.set_ylabel("mean score over evaluation sets")
     ax.set_title("Speed vs quality")
     ax.grid(alpha=0.3)
