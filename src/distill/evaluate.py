@@ -125,7 +125,7 @@ def evaluate_model(
 
 
 def measure_throughput(encoder: Encoder, texts: list[str], text_type: str, warmup: int) -> float:
-    """Texts per second of a plain ``encode`` (no cache), after a warm-up; best of two runs.
+    """Texts per second of a plain ``encode`` (no cache), timed once after a warm-up.
 
     The result is remembered in ``<cache_root>/throughput.json`` under the model fingerprint, the
     texts, batch size, thread count, device and host, so an unchanged teacher or baseline is not
@@ -148,13 +148,11 @@ def measure_throughput(encoder: Encoder, texts: list[str], text_type: str, warmu
         return float(known[key])
     if warmup:
         encoder.raw_encode(texts[:warmup], text_type)
-    best = 0.0
-    for _ in range(2):
-        start = time.perf_counter()
-        encoder.raw_encode(texts, text_type)
-        best = max(best, len(texts) / (time.perf_counter() - start))
-    write_json(record, {**known, key: best})
-    return best
+    start = time.perf_counter()
+    encoder.raw_encode(texts, text_type)
+    rate = len(texts) / (time.perf_counter() - start)
+    write_json(record, {**known, key: rate})
+    return rate
 
 
 def _throughput_texts(heldout: pd.DataFrame, count: int) -> list[str]:
