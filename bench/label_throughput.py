@@ -10,6 +10,7 @@ size and normalisation. Prints texts/s per run and the ratio of medians.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -33,6 +34,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--params", action="append", default=None)
     args = parser.parse_args()
+    os.chdir(ROOT)  # params paths (outputs, ../shared/data) are relative to the project root
     params = load_params(args.params or [ROOT / "params.yaml", ROOT / "params/benchmark.yaml"])
     configure(params)
     texts = load_corpus(params)["text"].tolist()[: args.texts]

@@ -11,6 +11,7 @@ cached, so a rerun pays only for what changed.
 from __future__ import annotations
 
 import argparse
+import os
 import json
 import sys
 import time
@@ -34,6 +35,7 @@ def main() -> int:
         help="comma-separated steps to run; e.g. 'evaluate' re-scores the saved student",
     )
     args = parser.parse_args()
+    os.chdir(ROOT)  # params paths (outputs, ../shared/data) are relative to the project root
     params = load_params([ROOT / "params.yaml", ROOT / "params/benchmark.yaml"], args.set)
     timings = {}
     for step in args.steps.split(","):
