@@ -89,3 +89,16 @@ def test_failed_prepare_leaves_previous_output_intact(tmp_path):
         run(bad)
     pd.testing.assert_frame_equal(before, load_corpus(params))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["good.txt", "prepared"]
+
+
+def test_default_params_corpus_builds_from_every_bbc_file():
+    from distill.config import load_params
+    from tests.conftest import ROOT
+
+    params = load_params(ROOT / "params.yaml")
+    frame = build_corpus(params.corpus, params.seed)
+    assert len(frame) == params.corpus.max_texts
+    assert frame[frame["split"] == "heldout"]["doc_id"].nunique() >= 50  # enough for the topic probe
+    # Some BBC files are ISO-8859-1; they must decode to the right characters, not fail or garble.
+    bbc = build_corpus(corpus([{"type": "bbc", "unit": "passage"}]), seed=0)
+    assert bbc["text"].str.contains("£").any() and not bbc["text"].str.contains("\ufffd").any()

@@ -121,7 +121,12 @@ def read_bbc(source: BbcSource, passage_chars: int) -> Iterator[Record]:
         files = files[:: max(1, len(files) // source.max_documents)][: source.max_documents]
     for path in files:
         topic = path.parent.name
-        title, _, body = _read_utf8(path).partition("\n")
+        raw = path.read_bytes()
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            text = raw.decode("latin-1")  # the original BBC files are ISO-8859-1 (e.g. "£" as 0xA3)
+        title, _, body = text.partition("\n")
         doc_id = f"bbc/{topic}/{path.stem}"
         for text in _units(body, source.unit, passage_chars):
             yield Record(text, doc_id, "bbc", topic)
