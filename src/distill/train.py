@@ -153,16 +153,17 @@ def run(params: Params) -> Path:
     student = base_student(params, teacher.model)
     student_dim = student.get_embedding_dimension()
     teacher_dim = train_labels.shape[1]
-    target_space, pca = "student", None
-    if params.train.loss != "similarity" and student_dim != teacher_dim:
-        if params.student.target_space == "teacher":
-            target_space = "teacher"
-            student = add_projection(student, train_texts, train_labels, params)
-        else:
-            pca = PCA(n_components=student_dim, random_state=params.seed).fit(train_labels)
-            train_labels, eval_labels = pca.transform(train_labels), pca.transform(eval_labels)
-    elif params.train.loss != "similarity":
+    pca = None
+    if params.train.loss == "similarity":
+        target_space = "student"  # similarity matrices compare across dimensions
+    elif student_dim == teacher_dim or params.student.target_space == "teacher":
         target_space = "teacher"
+        if student_dim != teacher_dim:
+            student = add_projection(student, train_texts, train_labels, params)
+    else:
+        target_space = "student"
+        pca = PCA(n_components=student_dim, random_state=params.seed).fit(train_labels)
+        train_labels, eval_labels = pca.transform(train_labels), pca.transform(eval_labels)
     del teacher  # free the teacher's memory before training
 
     def dataset(texts: list[str], labels: np.ndarray) -> Dataset:
@@ -200,6 +201,8 @@ def run(params: Params) -> Path:
         loss=LOSSES[params.train.loss](student),
     )
     trainer.train()
+    if eval_texts:
+        trainer.evaluate()  # the held-out loss of the final weights, whatever eval_steps was
     train_curve, eval_curve = _loss_curves(trainer.state.log_history)
     final_eval = float(eval_curve["eval_loss"].iloc[-1]) if len(eval_curve) else float("nan")
     summary = {
