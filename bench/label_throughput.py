@@ -2,7 +2,7 @@
 
     python bench/label_throughput.py [--texts 2000] [--rounds 2] [--params FILE ...]
 
-Takes the first N texts of the prepared corpus (run the prepare step first), then alternates:
+Takes a seeded sample of N prepared corpus texts (run the prepare step first), then alternates:
 the label step's cache fill into an empty temporary cache, and ``model.encode`` with the same batch
 size and normalisation. Prints texts/s per run and the ratio of medians.
 """
@@ -37,7 +37,8 @@ def main() -> int:
     os.chdir(ROOT)  # params paths (outputs, ../shared/data) are relative to the project root
     params = load_params(args.params or [ROOT / "params.yaml", ROOT / "params/benchmark.yaml"])
     configure(params)
-    texts = load_corpus(params)["text"].tolist()[: args.texts]
+    corpus = load_corpus(params)
+    texts = corpus.sample(n=min(args.texts, len(corpus)), random_state=params.seed)["text"].tolist()
     text_type = params.corpus.text_type
     with tempfile.TemporaryDirectory() as tmp:
         encoder = teacher_encoder(params, tmp)
