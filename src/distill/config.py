@@ -49,6 +49,7 @@ class TeacherConfig(_Section):
     max_seq_length: int | None = Field(default=None, gt=0)
     normalize: bool = True
     batch_size: int = Field(default=32, gt=0)
+    token_budget: int | None = Field(default=8192, gt=0)
     shard_size: int = Field(default=2048, gt=0)
     prompts: dict[str, str] = Field(default_factory=dict)
 

@@ -25,6 +25,9 @@ class Encoder:
     normalize: bool = True
     batch_size: int = 32
     shard_size: int = 2048
+    # Cache fills batch by tokens, not texts: up to this many (padded) tokens per forward pass, so
+    # short texts go in large batches and long ones in small batches. None: fixed batch_size.
+    token_budget: int | None = None
     # Read-only caches consulted first (the evaluation teacher reads the label cache).
     fallback_roots: tuple[Path, ...] = ()
     show_progress: bool = True
@@ -60,6 +63,36 @@ class Encoder:
             show_progress_bar=False,
         ).astype(np.float32, copy=False)
 
+    def budget_encode(self, texts: list[str], text_type: str) -> np.ndarray:
+        """Like :meth:`raw_encode`, but in batches of about ``token_budget`` padded tokens."""
+        if not self.token_budget or not texts:
+            return self.raw_encode(texts, text_type)
+        prompt = prompt_for(self.prompts, text_type)
+        lengths = [
+            len(ids)
+            for ids in self.model.tokenizer(
+                [prompt + t for t in texts], truncation=True, max_length=self.model.max_seq_length
+            )["input_ids"]
+        ]
+        order = sorted(range(len(texts)), key=lambda i: -lengths[i])
+        batches: list[list[int]] = [[]]
+        for index in order:
+            # Longest first, so the batch's first text sets its padded width.
+            if batches[-1] and (len(batches[-1]) + 1) * lengths[batches[-1][0]] > self.token_budget:
+                batches.append([])
+            batches[-1].append(index)
+        out = np.empty((len(texts), self.model.get_embedding_dimension()), dtype=np.float32)
+        for batch in batches:
+            out[batch] = self.model.encode(
+                [texts[i] for i in batch],
+                prompt=prompt or None,
+                batch_size=len(batch),
+                normalize_embeddings=self.normalize,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
+        return out
+
     def encode(self, texts: list[str], text_type: str, desc: str | None = None) -> np.ndarray:
         """Embeddings for ``texts`` as float32; only texts missing from every cache are encoded."""
         for root in self.fallback_roots:
@@ -69,7 +102,7 @@ class Encoder:
                 return fallback.get(texts)
         return self.cache(text_type).fill(
             texts,
-            lambda chunk: self.raw_encode(chunk, text_type),
+            lambda chunk: self.budget_encode(chunk, text_type),
             shard_size=self.shard_size,
             desc=desc or f"{self.name} {text_type}",
             show_progress=self.show_progress,

@@ -35,6 +35,7 @@ def teacher_encoder(params: Params, cache_root: str | Path) -> Encoder:
         prompts=teacher.prompts,
         normalize=teacher.normalize,
         batch_size=teacher.batch_size,
+        token_budget=teacher.token_budget,
         shard_size=teacher.shard_size,
     )
 
