@@ -117,3 +117,13 @@ def test_trigger_without_server_says_how_to_start_it(tmp_path):
     assert result.returncode == 2
     assert "Prefect server is not running" in result.stderr and "make serve" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_dotted_keys_become_section_parameters():
+    from distill.services import flow_parameters
+
+    assert flow_parameters(["train.epochs=2", "train.learning_rate=5e-5", "params_file=p.yaml", "seed=3"]) == {
+        "train": {"epochs": 2, "learning_rate": "5e-5"},
+        "params_file": "p.yaml",
+        "seed": 3,
+    }
