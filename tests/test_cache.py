@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from distill.cache import EmbeddingCache
+from distill.cache import EmbeddingCache, text_key
 
 
 def fake_encoder(calls):
@@ -38,8 +38,9 @@ def test_shards_are_float16_and_longest_first(tmp_path):
     assert calls == [["aaaaa", "aaaa"], ["aaa", "aa"], ["a"]]
     shards = sorted(cache.directory.glob("shard-*.npz"))
     assert len(shards) == 3
-    with np.load(shards[0]) as data:
-        assert data["embeddings"].dtype == np.float16
+    for shard in shards:
+        with np.load(shard) as data:
+            assert data["embeddings"].dtype == np.float16
 
 
 @pytest.mark.parametrize("damage", ["truncate", "nan"])
@@ -47,7 +48,7 @@ def test_broken_shards_are_dropped_and_recomputed(tmp_path, damage):
     calls = []
     cache = EmbeddingCache(tmp_path, {"m": 1})
     cache.fill(["t1", "t22", "t333"], fake_encoder(calls), shard_size=1, show_progress=False)
-    victim = sorted(cache.directory.glob("shard-*.npz"))[1]
+    victim = next(p for p in cache.directory.glob("shard-*.npz") if np.load(p)["keys"].tobytes() == text_key("t22"))
     if damage == "truncate":
         victim.write_bytes(victim.read_bytes()[:40])
     else:
@@ -73,3 +74,11 @@ def test_non_finite_embeddings_are_refused(tmp_path):
     with pytest.raises(ValueError, match="non-finite"):
         cache.add(["a"], np.array([[np.inf, 1.0]]))
     assert not list(tmp_path.rglob("shard-*"))
+
+
+def test_two_cache_objects_on_one_namespace_never_overwrite(tmp_path):
+    first, second = EmbeddingCache(tmp_path, {"m": 1}), EmbeddingCache(tmp_path, {"m": 1})
+    first.fill(["a1"], fake_encoder([]), 4, show_progress=False)
+    second.fill(["b22"], fake_encoder([]), 4, show_progress=False)  # second never saw first's shard
+    first.fill(["c333"], fake_encoder([]), 4, show_progress=False)
+    assert len(EmbeddingCache(tmp_path, {"m": 1})) == 3

@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,30 +58,26 @@ class EmbeddingCache:
     def __post_init__(self) -> None:
         self.root = Path(self.root)
         self.directory = self.root / namespace_key(self.spec)
-        self._index: dict[bytes, tuple[int, int]] = {}
-        self._shards: dict[int, np.ndarray] = {}
+        self._index: dict[bytes, tuple[str, int]] = {}
+        self._shards: dict[str, np.ndarray] = {}
         self.dim: int | None = None
         self._load()
 
     # -- reading -------------------------------------------------------------------------------
-    def _shard_path(self, number: int) -> Path:
-        return self.directory / f"shard-{number:06d}.npz"
-
     def _load(self) -> None:
         if not self.directory.is_dir():
             return
         for stale in self.directory.glob(".shard-*.tmp-*"):
             stale.unlink(missing_ok=True)  # a shard whose writer was killed before the rename
         for path in sorted(self.directory.glob("shard-*.npz")):
-            number = int(path.stem.split("-")[1])
             keys, embeddings = self._validate(path)
             if keys is None:
                 log.warning("removing invalid cache shard %s", path)
                 path.unlink(missing_ok=True)
                 continue
-            self._shards[number] = embeddings
+            self._shards[path.name] = embeddings
             for row, key in enumerate(keys):
-                self._index[bytes(key)] = (number, row)
+                self._index[bytes(key)] = (path.name, row)
 
     def _validate(self, path: Path) -> tuple[np.ndarray | None, np.ndarray | None]:
         try:
@@ -137,7 +134,8 @@ class EmbeddingCache:
 
     # -- writing -------------------------------------------------------------------------------
     def add(self, texts: Sequence[str], embeddings: np.ndarray) -> None:
-        """Store one shard atomically."""
+        """Store one shard atomically, under a unique name: writers of one namespace (two processes,
+        or two cache objects in one) never overwrite each other's shards."""
         embeddings = np.asarray(embeddings)
         if embeddings.ndim != 2 or len(embeddings) != len(texts):
             raise ValueError(f"expected {len(texts)} embeddings of shape (n, dim), got {embeddings.shape}")
@@ -146,15 +144,15 @@ class EmbeddingCache:
         if self.dim is not None and embeddings.shape[1] != self.dim:
             raise ValueError(f"embedding dim {embeddings.shape[1]} differs from the cache's {self.dim}")
         self.directory.mkdir(parents=True, exist_ok=True)
-        number = max(self._shards, default=-1) + 1
+        name = f"shard-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.npz"
         keys = np.frombuffer(b"".join(text_key(t) for t in texts), dtype=np.uint8).reshape(-1, KEY_BYTES)
         half = embeddings.astype(np.float16)
-        with atomic_file(self._shard_path(number), "wb") as handle:
+        with atomic_file(self.directory / name, "wb") as handle:
             np.savez(handle, keys=keys, embeddings=half)
         self.dim = half.shape[1]
-        self._shards[number] = half
+        self._shards[name] = half
         for row, key in enumerate(keys):
-            self._index[bytes(key)] = (number, row)
+            self._index[bytes(key)] = (name, row)
         self._write_manifest()
 
     def _write_manifest(self) -> None:
@@ -165,7 +163,7 @@ class EmbeddingCache:
                 "dim": self.dim,
                 "dtype": "float16",
                 "rows": len(self._index),
-                "shards": {self._shard_path(n).name: len(s) for n, s in sorted(self._shards.items())},
+                "shards": {name: len(shard) for name, shard in sorted(self._shards.items())},
             },
         )
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from sentence_transformers import SentenceTransformer
 
-from distill.cache import EmbeddingCache
+from distill.cache import EmbeddingCache, namespace_key
 from distill.models import fingerprint
 from distill.prompts import prompt_for
 
@@ -47,10 +47,12 @@ class Encoder:
         }
 
     def cache(self, text_type: str, root: Path | None = None) -> EmbeddingCache:
+        """One cache object per namespace: text types with the same prompt share it."""
         root = Path(root or self.cache_root)
-        key = f"{root}:{text_type}"
+        spec = self.spec(text_type)
+        key = f"{root}:{namespace_key(spec)}"
         if key not in self._caches:
-            self._caches[key] = EmbeddingCache(root, self.spec(text_type))
+            self._caches[key] = EmbeddingCache(root, spec)
         return self._caches[key]
 
     def raw_encode(self, texts: list[str], text_type: str) -> np.ndarray:
