@@ -1,5 +1,5 @@
-"""Shared fixtures: a tiny real-model configuration (all-MiniLM-L6-v2 as teacher, a 2-layer pruned
-copy as student) and the project paths. Tests that need ../shared/data skip with a reason without it."""
+"""Shared fixtures: a tiny real-model configuration (all-MiniLM-L6-v2 as teacher, the default
+pretrained student and loss) and the project paths. Tests that need ../shared/data skip with a reason without it."""
 
 from __future__ import annotations
 
@@ -31,7 +31,6 @@ def tiny_params_dict(root: Path) -> dict:
             "prepared": str(root / "data/prepared"),
             "teacher_cache": str(root / "data/teacher"),
             "eval_cache": str(root / "data/eval_cache"),
-            "checkpoints": str(root / "data/checkpoints"),
             "student": str(root / "models/student"),
             "metrics": str(root / "metrics"),
             "reports": str(root / "reports"),
@@ -39,12 +38,9 @@ def tiny_params_dict(root: Path) -> dict:
             "lock": str(root / ".distill.lock"),
         },
         "teacher": {"model": "all-MiniLM-L6-v2", "max_seq_length": 64, "shard_size": 64},
-        "student": {
-            "init": "pruned",
-            "model": None,
-            "keep_layers": [0, 5],
-            "prompts": {"query": "query: ", "passage": "passage: "},
-        },
+        "register": {"bootstrap_resamples": 200},
+        # The shipped recipe: a pretrained student and the in-batch similarity loss (params.yaml).
+        "student": {"prompts": {"query": "query: ", "passage": "passage: "}},
         "corpus": {
             "sources": [{"type": "bbc", "unit": "passage", "max_documents": 60}],
             "passage_chars": 1000,

@@ -6,12 +6,12 @@ import argparse
 import sys
 
 from distill.config import ParamsError, load_params
+from distill.errors import DataError, ModelLoadError, ProvenanceError
 from distill.lock import PipelineBusyError
-from distill.models import ModelLoadError, assemble_offline_models
+from distill.models import assemble_offline_models
 from distill.pipeline import STEPS, run_step
-from distill.prepare import DataError
 
-EXPECTED_ERRORS = (ParamsError, DataError, ModelLoadError, PipelineBusyError)
+EXPECTED_ERRORS = (ParamsError, DataError, ModelLoadError, ProvenanceError, PipelineBusyError)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -101,9 +101,6 @@ class EmbeddingCache:
     def __len__(self) -> int:
         return len(self._index)
 
-    def __contains__(self, text: str) -> bool:
-        return text_key(text) in self._index
-
     def missing(self, texts: Sequence[str]) -> list[str]:
         """Distinct texts not yet cached, in first-seen order."""
         seen: set[bytes] = set()
@@ -170,12 +167,16 @@ class EmbeddingCache:
     def fill(
         self,
         texts: Sequence[str],
-        encode: Callable[[list[str]], np.ndarray],
+        encode: Callable[[list[str], Callable[[int], None]], np.ndarray],
         shard_size: int,
         desc: str = "encoding",
         show_progress: bool = True,
     ) -> np.ndarray:
-        """Encode what is missing (longest first, in shards of ``shard_size``) and return all."""
+        """Encode what is missing (longest first, in shards of ``shard_size``) and return all.
+
+        ``encode(texts, on_batch)`` calls ``on_batch(n)`` after each forward pass, so the progress bar
+        moves once per batch, not once per shard.
+        """
         todo = self.missing(texts)
         self.stats.hits += len(texts) - len(todo)
         self.stats.misses += len(todo)
@@ -187,7 +188,6 @@ class EmbeddingCache:
             with tqdm(total=len(todo), desc=desc, unit="text", disable=not show_progress) as bar:
                 for begin in range(0, len(todo), shard_size):
                     chunk = todo[begin : begin + shard_size]
-                    self.add(chunk, encode(chunk))
-                    bar.update(len(chunk))
+                    self.add(chunk, encode(chunk, bar.update))
             self.stats.encode_seconds += time.perf_counter() - start
         return self.get(texts)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, model_validator
@@ -34,7 +34,6 @@ class PathsConfig(_Section):
     prepared: str = "data/prepared"
     teacher_cache: str = "data/teacher"
     eval_cache: str = "data/eval_cache"
-    checkpoints: str = "data/checkpoints"
     student: str = "models/student"
     metrics: str = "metrics"
     reports: str = "reports"
@@ -46,11 +45,11 @@ class TeacherConfig(_Section):
     model: str = "all-mpnet-base-v2"
     revision: str | None = None
     trust_remote_code: bool = False
-    max_seq_length: int | None = Field(default=None, gt=0)
+    max_seq_length: int | None = Field(default=256, gt=0)
     normalize: bool = True
     batch_size: int = Field(default=32, gt=0)
     token_budget: int | None = Field(default=8192, gt=0)
-    shard_size: int = Field(default=2048, gt=0)
+    shard_size: int = Field(default=1024, gt=0)
     prompts: dict[str, str] = Field(default_factory=dict)
 
 
@@ -62,7 +61,7 @@ class StudentConfig(_Section):
     keep_layers: list[int] | None = None
     target_space: Literal["teacher", "student"] = "teacher"
     projection_init: Literal["least_squares", "random"] = "least_squares"
-    max_seq_length: int | None = Field(default=None, gt=0)
+    max_seq_length: int | None = Field(default=256, gt=0)
     prompts: dict[str, str] = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -130,11 +129,14 @@ CorpusSource = Annotated[
 class CorpusConfig(_Section):
     sources: list[CorpusSource] = Field(default_factory=lambda: [BbcSource(type="bbc")])
     text_type: str = "passage"
-    min_chars: int = Field(default=20, ge=1)
+    min_chars: int = Field(default=40, ge=1)
     max_chars: int = Field(default=1000, gt=0)
-    passage_chars: int = Field(default=400, gt=0)
-    max_texts: int | None = Field(default=None, gt=0)
-    heldout_fraction: Float = Field(default=0.1, gt=0.0, lt=1.0)
+    passage_chars: int = Field(default=600, gt=0)
+    max_texts: int | None = Field(default=1600, gt=0)
+    heldout_fraction: Float = Field(default=0.25, gt=0.0, lt=1.0)
+    # Sets never evaluated here but used to choose recipes (e.g. STS-B dev): their texts are dropped
+    # from the corpus like every evaluation set's.
+    exclude_sets: list["EvalSet"] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _check_sources(self) -> "CorpusConfig":
@@ -144,7 +146,7 @@ class CorpusConfig(_Section):
 
 
 class TrainConfig(_Section):
-    loss: Literal["mse", "cosine", "similarity"] = "mse"
+    loss: Literal["mse", "cosine", "similarity"] = "similarity"
     epochs: Float = Field(default=1.0, gt=0)
     max_steps: int = -1
     batch_size: int = Field(default=64, gt=0)
@@ -152,18 +154,23 @@ class TrainConfig(_Section):
     warmup_ratio: Float = Field(default=0.1, ge=0, lt=1)
     weight_decay: Float = Field(default=0.01, ge=0)
     eval_texts: int = Field(default=256, gt=0)
-    eval_steps: int = Field(default=50, gt=0)
-    log_steps: int = Field(default=10, gt=0)
-    save_total_limit: int = Field(default=1, gt=0)
+    eval_steps: int = Field(default=10, gt=0)
+    log_steps: int = Field(default=5, gt=0)
 
 
 class StsSet(_Section):
+    """Sentence pairs with human scores (STS-B layout); Spearman of cosine vs score."""
+
+    primary_metric: ClassVar[str] = "spearman"
     name: str
     type: Literal["sts"]
     path: str
 
 
 class RetrievalSet(_Section):
+    """A BEIR folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv; trec_eval nDCG@10."""
+
+    primary_metric: ClassVar[str] = "ndcg@10"
     name: str
     type: Literal["retrieval"]
     path: str
@@ -171,6 +178,10 @@ class RetrievalSet(_Section):
 
 
 class FidelitySet(_Section):
+    """Held-out corpus texts; how closely a student's pairwise similarities follow the teacher's.
+    Reported beside the quality sets, never averaged into the mean score."""
+
+    primary_metric: ClassVar[str] = "sim_spearman"
     name: str
     type: Literal["fidelity"]
     max_texts: int = Field(default=500, gt=1)
@@ -180,6 +191,7 @@ class LabelledSet(_Section):
     """Texts with labels: a file with ``text_column``/``label_column``, or (no path) the held-out
     corpus documents that carry a label (BBC topics in the offline default)."""
 
+    primary_metrics: ClassVar[dict[str, str]] = {"classification": "accuracy", "clustering": "v_measure"}
     name: str
     type: Literal["classification", "clustering"]
     path: str | None = None
@@ -188,14 +200,38 @@ class LabelledSet(_Section):
     max_texts: int | None = Field(default=None, gt=1)
 
 
+    @property
+    def primary_metric(self) -> str:  # type: ignore[override]
+        return self.primary_metrics[self.type]
+
+
 EvalSet = Annotated[Union[StsSet, RetrievalSet, FidelitySet, LabelledSet], Field(discriminator="type")]
+CorpusConfig.model_rebuild()
+
+
+def default_eval_sets() -> list:
+    """Fidelity, topic classification and topic clustering on held-out BBC articles."""
+    return [
+        FidelitySet(name="bbc_fidelity", type="fidelity", max_texts=300),
+        LabelledSet(name="bbc_topics", type="classification"),
+        LabelledSet(name="bbc_clusters", type="clustering"),
+    ]
+
+
+def is_quality_set(spec: EvalSet) -> bool:
+    """Sets whose primary metric enters the mean score; fidelity compares with the teacher and the
+    teacher has none, so it is reported beside the mean, never in it."""
+    return spec.type != "fidelity"
 
 
 class EvalConfig(_Section):
-    sets: list[EvalSet] = Field(default_factory=list)
+    sets: list[EvalSet] = Field(default_factory=default_eval_sets)
     batch_size: int = Field(default=64, gt=0)
-    throughput_texts: int = Field(default=1000, gt=0)
+    # Throughput: every model encodes the same seeded sample of held-out texts with batch_size and the
+    # same threads, in alternating repeats after a warm-up; the median and spread are reported.
+    throughput_texts: int = Field(default=512, gt=0)
     throughput_warmup: int = Field(default=64, ge=0)
+    throughput_repeats: int = Field(default=3, gt=0)
 
     @model_validator(mode="after")
     def _unique_names(self) -> "EvalConfig":
@@ -213,7 +249,14 @@ class TrackingConfig(_Section):
 
 class RegisterConfig(_Section):
     model_name: str = "distilled-student"
-    primary_metric: str = "student/mean_score"
+    # ``mean_score`` (mean of every quality set's primary metric) or ``<set>/<primary metric>``.
+    primary_metric: str = "mean_score"
+    # Promote only when the lower bound of the bootstrap interval of (student − rival) on the primary
+    # metric is above this, for the undistilled student and the current champion alike.
+    min_improvement: Float = Field(default=0.0, ge=0.0)
+    bootstrap_resamples: int = Field(default=1000, ge=100)
+    confidence: Float = Field(default=0.95, gt=0.5, lt=1.0)
+    # Floors on flat eval.json keys, e.g. {"student/bbc_topics/accuracy": 90}.
     min_metrics: dict[str, Float] = Field(default_factory=dict)
 
 
@@ -231,6 +274,18 @@ class Params(_Section):
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     # "register" would shadow BaseModel.register; params.yaml still spells it ``register``.
     registry: RegisterConfig = Field(default_factory=RegisterConfig, alias="register")
+
+    @model_validator(mode="after")
+    def _check_primary_metric(self) -> "Params":
+        choices = ["mean_score"] + [f"{s.name}/{s.primary_metric}" for s in self.eval.sets if is_quality_set(s)]
+        if self.registry.primary_metric not in choices:
+            raise ValueError(
+                f"register.primary_metric {self.registry.primary_metric!r} is not a primary metric of the "
+                f"configured eval.sets; expected one of {choices}"
+            )
+        if self.registry.primary_metric == "mean_score" and len(choices) == 1:
+            raise ValueError("register.primary_metric mean_score needs at least one eval set besides fidelity")
+        return self
 
 
 def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
+from importlib.metadata import version as package_version
 from pathlib import Path
 
 import numpy as np
 from sentence_transformers import SentenceTransformer
 
 from distill.cache import EmbeddingCache, namespace_key
-from distill.models import fingerprint
+from distill.config import Params
+from distill.models import fingerprint, load_model
 from distill.prompts import prompt_for
+
+# Library versions that can change an embedding (tokenisation, pooling, kernels) are part of every
+# cache key: an upgrade recomputes rather than mixing embeddings from two code versions.
+KEY_LIBRARIES = ("sentence-transformers", "transformers", "tokenizers", "torch")
 
 
 @dataclass
@@ -44,6 +50,7 @@ class Encoder:
             "prompt": prompt_for(self.prompts, text_type),
             "max_seq_length": self.model.max_seq_length,
             "normalize": self.normalize,
+            "libraries": {name: package_version(name) for name in KEY_LIBRARIES},
         }
 
     def cache(self, text_type: str, root: Path | None = None) -> EmbeddingCache:
@@ -55,20 +62,26 @@ class Encoder:
             self._caches[key] = EmbeddingCache(root, spec)
         return self._caches[key]
 
-    def raw_encode(self, texts: list[str], text_type: str) -> np.ndarray:
+    def _encode_batch(self, texts: list[str], text_type: str, batch_size: int) -> np.ndarray:
+        # An explicit prompt ("" for none), so a model's own default prompt never applies behind the
+        # cache key's back.
         return self.model.encode(
             texts,
-            prompt=prompt_for(self.prompts, text_type) or None,
-            batch_size=self.batch_size,
+            prompt=prompt_for(self.prompts, text_type),
+            batch_size=batch_size,
             normalize_embeddings=self.normalize,
             convert_to_numpy=True,
             show_progress_bar=False,
         ).astype(np.float32, copy=False)
 
-    def budget_encode(self, texts: list[str], text_type: str) -> np.ndarray:
-        """Like :meth:`raw_encode`, but in batches of about ``token_budget`` padded tokens."""
-        if not self.token_budget or not texts:
-            return self.raw_encode(texts, text_type)
+    def raw_encode(self, texts: list[str], text_type: str) -> np.ndarray:
+        """A plain ``encode`` in batches of ``batch_size``, no cache (throughput measurements)."""
+        return self._encode_batch(texts, text_type, self.batch_size)
+
+    def token_batches(self, texts: list[str], text_type: str) -> list[list[int]]:
+        """Indices of ``texts`` in batches of about ``token_budget`` padded tokens, longest first."""
+        if not self.token_budget:
+            return [list(range(i, min(i + self.batch_size, len(texts)))) for i in range(0, len(texts), self.batch_size)]
         prompt = prompt_for(self.prompts, text_type)
         lengths = [
             len(ids)
@@ -83,16 +96,15 @@ class Encoder:
             if batches[-1] and (len(batches[-1]) + 1) * lengths[batches[-1][0]] > self.token_budget:
                 batches.append([])
             batches[-1].append(index)
+        return batches
+
+    def budget_encode(self, texts: list[str], text_type: str, on_batch=None) -> np.ndarray:
+        """Like :meth:`raw_encode`, in :meth:`token_batches`; ``on_batch(n)`` after each batch."""
         out = np.empty((len(texts), self.model.get_embedding_dimension()), dtype=np.float32)
-        for batch in batches:
-            out[batch] = self.model.encode(
-                [texts[i] for i in batch],
-                prompt=prompt or None,
-                batch_size=len(batch),
-                normalize_embeddings=self.normalize,
-                convert_to_numpy=True,
-                show_progress_bar=False,
-            )
+        for batch in self.token_batches(texts, text_type) if texts else []:
+            out[batch] = self._encode_batch([texts[i] for i in batch], text_type, len(batch))
+            if on_batch is not None:
+                on_batch(len(batch))
         return out
 
     def encode(self, texts: list[str], text_type: str, desc: str | None = None) -> np.ndarray:
@@ -104,7 +116,7 @@ class Encoder:
                 return fallback.get(texts)
         return self.cache(text_type).fill(
             texts,
-            lambda chunk: self.budget_encode(chunk, text_type),
+            lambda chunk, on_batch: self.budget_encode(chunk, text_type, on_batch),
             shard_size=self.shard_size,
             desc=desc or f"{self.name} {text_type}",
             show_progress=self.show_progress,
@@ -113,3 +125,25 @@ class Encoder:
     @property
     def misses(self) -> int:
         return sum(c.stats.misses for c in self._caches.values())
+
+
+def teacher_encoder(params: Params, cache_root: str | Path) -> Encoder:
+    """The teacher with its prompts and batching, caching under ``cache_root``."""
+    teacher = params.teacher
+    model = load_model(
+        teacher.model,
+        field="teacher.model",
+        revision=teacher.revision,
+        trust_remote_code=teacher.trust_remote_code,
+        max_seq_length=teacher.max_seq_length,
+    )
+    return Encoder(
+        model=model,
+        name="teacher",
+        cache_root=Path(cache_root),
+        prompts=teacher.prompts,
+        normalize=teacher.normalize,
+        batch_size=teacher.batch_size,
+        token_budget=teacher.token_budget,
+        shard_size=teacher.shard_size,
+    )

@@ -7,42 +7,19 @@ for what is new. Output: the cache under ``paths.teacher_cache`` (see :mod:`dist
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import numpy as np
 
 from distill.config import Params
-from distill.encoding import Encoder
-from distill.models import load_model
-from distill.prepare import load_corpus
+from distill.encoding import Encoder, teacher_encoder
+from distill.readers import load_corpus
 
 log = logging.getLogger(__name__)
 
 
-def teacher_encoder(params: Params, cache_root: str | Path) -> Encoder:
-    teacher = params.teacher
-    model = load_model(
-        teacher.model,
-        field="teacher.model",
-        revision=teacher.revision,
-        trust_remote_code=teacher.trust_remote_code,
-        max_seq_length=teacher.max_seq_length,
-    )
-    return Encoder(
-        model=model,
-        name="teacher",
-        cache_root=Path(cache_root),
-        prompts=teacher.prompts,
-        normalize=teacher.normalize,
-        batch_size=teacher.batch_size,
-        token_budget=teacher.token_budget,
-        shard_size=teacher.shard_size,
-    )
-
-
 def run(params: Params, encoder: Encoder | None = None) -> np.ndarray:
     """Label the whole prepared corpus (train and held-out); returns the embeddings in corpus order."""
-    corpus = load_corpus(params)
+    corpus = load_corpus(params.paths.prepared)
     encoder = encoder or teacher_encoder(params, params.paths.teacher_cache)
     labels = encoder.encode(corpus["text"].tolist(), params.corpus.text_type, desc="teacher labels")
     cache = encoder.cache(params.corpus.text_type)

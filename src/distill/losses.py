@@ -2,8 +2,8 @@
 
 Every loss takes the student ``SentenceTransformer`` and is called by the trainer with the tokenised
 texts and ``labels``: the teacher's embeddings of the same texts, shape ``(batch, teacher_dim)``.
-Plain MSE is the library's own :class:`sentence_transformers.losses.MSELoss`; the classes here add
-what it does not have.
+Plain MSE and cosine distance are the library's own :class:`~sentence_transformers.losses.MSELoss`
+and :class:`~sentence_transformers.losses.EmbedDistillLoss`; the classes here add what it does not have.
 """
 
 from __future__ import annotations
@@ -14,31 +14,6 @@ import torch
 import torch.nn.functional as F
 from sentence_transformers import SentenceTransformer
 from torch import Tensor, nn
-
-
-class CosineDistillationLoss(nn.Module):
-    """``1 - cos(student(x), teacher(x))`` averaged over the batch.
-
-    Like :class:`~sentence_transformers.losses.MSELoss` (Reimers & Gurevych, 2020, "Making Monolingual
-    Sentence Embeddings Multilingual using Knowledge Distillation", https://arxiv.org/abs/2004.09813)
-    it needs student and teacher in the same space, but ignores vector length, which cosine-scored
-    retrieval and STS never look at.
-
-    Inputs: texts (one column) and labels of shape ``(batch, dim)``; student output ``(batch, dim)``.
-    """
-
-    def __init__(self, model: SentenceTransformer) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor) -> Tensor:
-        embeddings = torch.cat([self.model(f)["sentence_embedding"] for f in sentence_features])
-        targets = labels.to(embeddings.dtype).repeat(len(embeddings) // len(labels), 1)
-        return (1 - F.cosine_similarity(embeddings, targets, dim=-1)).mean()
-
-    @property
-    def citation(self) -> str:
-        return "https://arxiv.org/abs/2004.09813"
 
 
 class InBatchSimilarityLoss(nn.Module):

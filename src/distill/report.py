@@ -1,45 +1,54 @@
-"""Evaluation outputs: flat metrics for ``dvc metrics show``, a Markdown report, and plots."""
+"""Evaluation outputs: flat metrics for ``dvc metrics show``, per-item scores, a Markdown report and
+plots, all staged first and renamed into place together, so a failure leaves the old set whole."""
 
 from __future__ import annotations
 
 import os
-
+import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import matplotlib
 
 matplotlib.use("Agg")  # headless: plots are files, never windows
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from distill.config import Params  # noqa: E402
-from distill.io import atomic_dir, atomic_file, write_json  # noqa: E402
-
-if TYPE_CHECKING:
-    from distill.evaluate import LoadedSet
+from distill.config import Params, is_quality_set  # noqa: E402
+from distill.evaluation import PER_ITEM_FILE  # noqa: E402
+from distill.gate import Interval  # noqa: E402
+from distill.io import atomic_dir, write_json  # noqa: E402
+from distill.student import describe  # noqa: E402
 
 ROLE_LABELS = {"teacher": "teacher", "baseline": "undistilled student", "student": "distilled student"}
 
 
-def results_table(results: dict[str, dict[str, float]], sets: list["LoadedSet"]) -> pd.DataFrame:
-    """One row per model: every metric, retained % of the teacher's mean score, speed-up, size."""
-    metric_keys = []
-    for item in sets:
-        metric_keys += [k for k in results["student"] if k.startswith(f"{item.spec.name}/")]
+def verdict(params: Params, flat: dict, versus_baseline: Interval) -> str:
+    """The report's first line: does the distilled student beat the undistilled one beyond noise?"""
+    metric = params.registry.primary_metric
+    values = f"{flat[f'student/{metric}']:.2f} vs {flat[f'baseline/{metric}']:.2f}"
+    if versus_baseline.low > params.registry.min_improvement:
+        return (f"**The distilled student beats the undistilled student beyond noise** on `{metric}`: {values}, "
+                f"difference {versus_baseline}.")
+    return (f"**The distilled student does NOT beat the undistilled student beyond noise** on `{metric}`: {values}, "
+            f"difference {versus_baseline}. The registry gate will not promote it.")
+
+
+def results_table(params: Params, flat: dict) -> pd.DataFrame:
+    """One row per model: every set metric, mean score, retained %, texts/s, speed-up, size."""
     rows = []
-    teacher = results["teacher"]
-    for role, scores in results.items():
-        row = {"model": ROLE_LABELS[role]}
-        for key in metric_keys:
-            row[key] = scores.get(key)
-        if "mean_score" in scores:
-            row["mean score"] = scores["mean_score"]
-            row["retained %"] = 100 * scores["mean_score"] / teacher["mean_score"] if teacher.get("mean_score") else None
-        row["texts/s"] = scores["texts_per_s"]
-        row["speed-up"] = scores["texts_per_s"] / teacher["texts_per_s"]
-        row["params (M)"] = scores["parameters"] / 1e6
-        row["size (MB)"] = scores["size_mb"]
+    for role, label in ROLE_LABELS.items():
+        row: dict[str, object] = {"model": label}
+        for spec in params.eval.sets:
+            for key in sorted(k for k in flat if k.startswith(f"student/{spec.name}/")):
+                row[key.removeprefix("student/")] = flat.get(f"{role}/{key.removeprefix('student/')}")
+        row["mean score"] = flat.get(f"{role}/mean_score")
+        row["retained %"] = flat.get(f"{role}/retained_pct/mean_score", 100.0 if role == "teacher" else None)
+        row["texts/s (min–max)"] = (f"{flat[f'{role}/texts_per_s']:.1f} "
+                                    f"({flat[f'{role}/texts_per_s_min']:.1f}–{flat[f'{role}/texts_per_s_max']:.1f})")
+        row["speed-up"] = flat.get(f"{role}/speedup", 1.0)
+        row["params (M)"] = flat[f"{role}/parameters"] / 1e6
+        row["size (MB)"] = flat[f"{role}/size_mb"]
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -56,16 +65,17 @@ def markdown_table(frame: pd.DataFrame) -> str:
     return "\n".join([header, rule, *body])
 
 
-def speed_quality_plot(frame: pd.DataFrame, path: Path) -> None:
+def speed_quality_plot(speed: pd.DataFrame, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
-    quality = frame["mean score"] if "mean score" in frame else None
-    for i, row in frame.iterrows():
-        y = quality.iloc[i] if quality is not None else 0
-        ax.scatter(row["texts/s"], y, s=80, label=f"{row['model']} ({row['texts/s']:.0f}/s, {y:.2f})")
+    for _, row in speed.iterrows():
+        ax.errorbar(row["texts/s"], row["mean score"],
+                    xerr=[[row["texts/s"] - row["texts/s min"]], [row["texts/s max"] - row["texts/s"]]],
+                    fmt="o", markersize=8, capsize=3,
+                    label=f"{row['model']} ({row['texts/s']:.0f}/s, {row['mean score']:.2f})")
     ax.set_xlim(left=0)
     ax.legend(loc="best", fontsize=8)
-    ax.set_xlabel("encode throughput (texts/s)")
-    ax.set_ylabel("mean score over evaluation sets")
+    ax.set_xlabel("encode throughput (texts/s, median and range of the repeats)")
+    ax.set_ylabel("mean score over quality sets")
     ax.set_title("Speed vs quality")
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -103,42 +113,74 @@ def training_plot(train_csv: Path, eval_csv: Path, path: Path) -> None:
     plt.close(fig)
 
 
-def write_outputs(
-    params: Params,
-    results: dict[str, dict[str, float]],
-    flat: dict[str, float],
-    sets: list["LoadedSet"],
-    fidelity_pairs: pd.DataFrame,
-) -> None:
-    frame = results_table(results, sets)
-    write_json(Path(params.paths.metrics) / "eval.json", flat)
+def report_text(params: Params, flat: dict, versus_baseline: Interval, images: str) -> str:
+    quality = [f"`{s.name}/{s.primary_metric}`" for s in params.eval.sets if is_quality_set(s)]
+    return f"""# Distillation report
 
-    plots_dir = Path(params.paths.plots) / "eval"
-    with atomic_dir(plots_dir) as staging:
-        frame[["model", "texts/s"] + (["mean score"] if "mean score" in frame else [])].to_csv(
-            staging / "speed_quality.csv", index=False
-        )
-        fidelity_pairs.to_csv(staging / "fidelity.csv", index=False)
-        speed_quality_plot(frame, staging / "speed_quality.png")
-        fidelity_plot(fidelity_pairs, staging / "fidelity.png")
-        training = Path(params.paths.plots) / "training"
-        training_plot(training / "train_loss.csv", training / "eval_loss.csv", staging / "training_loss.png")
+{verdict(params, flat, versus_baseline)}
 
-    images = Path(os.path.relpath(plots_dir, Path(params.paths.reports))).as_posix()
-    report = f"""# Distillation report
+Teacher `{params.teacher.model}` → student {describe(params)}, loss `{params.train.loss}`,
+{params.train.epochs} epoch(s). Mean score: the mean of {", ".join(quality) or "no quality set"}, the
+same metrics for every model; fidelity is reported beside it. Scores ×100 (STS: Spearman of cosine;
+retrieval: trec_eval nDCG@10 (linear gain, as BEIR/MTEB), Recall@100 and MRR@10 over queries with a
+relevant document; classification: logistic-regression accuracy; clustering: k-means V-measure;
+fidelity: Spearman of pairwise similarities with the teacher's, and mean cosine to the teacher where
+the student shares its space). The interval is a paired bootstrap over the per-pair / per-query /
+per-text scores ({params.registry.bootstrap_resamples} resamples, seed {params.seed}).
+Decontamination: {int(flat["corpus/decontaminated_texts"])} corpus texts that occur in an evaluation set
+were dropped before training. Throughput: `encode` of the same {int(flat["eval/throughput_texts"])} held-out
+texts at batch {int(flat["eval/batch_size"])}, {int(flat["eval/threads"])} threads, after a warm-up;
+median of {int(flat["eval/throughput_repeats"])} alternating repeats, measured in this run.
+Evaluation spec `{flat["eval/spec"]}`, student fingerprint `{flat["student/fingerprint"]}`.
 
-Teacher `{params.teacher.model}` → student `{params.student.model if params.student.init == "pretrained" else f"pruned teacher {params.student.keep_layers}"}`,
-loss `{params.train.loss}`, {params.train.epochs} epoch(s). Scores ×100 (STS: Spearman of cosine;
-retrieval: nDCG@10 with gain 2^rel−1 and Recall@100 over judged queries; classification:
-logistic-regression accuracy; clustering: k-means V-measure; fidelity: Spearman of pairwise
-similarities with the teacher's, and mean cosine to the teacher where the student shares its space).
-Throughput: `encode` on the same {int(flat["eval/throughput_texts"])} held-out texts, {int(flat["eval/threads"])} threads, after warm-up.
-
-{markdown_table(frame)}
+{markdown_table(results_table(params, flat))}
 
 ![speed vs quality]({images}/speed_quality.png)
 ![fidelity]({images}/fidelity.png)
 ![training loss]({images}/training_loss.png)
 """
-    with atomic_file(Path(params.paths.reports) / "report.md") as handle:
-        handle.write(report)
+
+
+def write_outputs(
+    params: Params,
+    flat: dict,
+    versus_baseline: Interval,
+    items: dict[str, np.ndarray],
+    fidelity_pairs: pd.DataFrame,
+) -> None:
+    metrics_dir, reports_dir = Path(params.paths.metrics), Path(params.paths.reports)
+    plots_dir = Path(params.paths.plots) / "eval"
+    speed = pd.DataFrame([
+        {"model": ROLE_LABELS[role], "texts/s": flat[f"{role}/texts_per_s"],
+         "texts/s min": flat[f"{role}/texts_per_s_min"], "texts/s max": flat[f"{role}/texts_per_s_max"],
+         "mean score": flat.get(f"{role}/mean_score", float("nan"))}
+        for role in ROLE_LABELS
+    ])
+    # Everything is rendered into staging first; only then do the outputs replace the old ones.
+    with atomic_dir(plots_dir) as staging:
+        speed.to_csv(staging / "speed_quality.csv", index=False)
+        fidelity_pairs.to_csv(staging / "fidelity.csv", index=False)
+        speed_quality_plot(speed, staging / "speed_quality.png")
+        fidelity_plot(fidelity_pairs, staging / "fidelity.png")
+        training = Path(params.paths.plots) / "training"
+        training_plot(training / "train_loss.csv", training / "eval_loss.csv", staging / "training_loss.png")
+        images = Path(os.path.relpath(plots_dir, reports_dir)).as_posix()
+        report = report_text(params, flat, versus_baseline, images)
+        staged_files: dict[Path, str] = {}
+        for target, write in (
+            (metrics_dir / PER_ITEM_FILE, lambda handle: np.savez(handle, **items)),
+            (reports_dir / "report.md", lambda handle: handle.write(report.encode("utf-8"))),
+        ):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.tmp-", dir=target.parent)
+            staged_files[target] = tmp
+            try:
+                with os.fdopen(fd, "wb") as handle:
+                    write(handle)
+            except BaseException:
+                for leftover in staged_files.values():
+                    Path(leftover).unlink(missing_ok=True)
+                raise
+    for target, tmp in staged_files.items():
+        os.replace(tmp, target)
+    write_json(metrics_dir / "eval.json", flat)  # last: its presence means the set is complete

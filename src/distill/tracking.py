@@ -18,6 +18,7 @@ import mlflow
 import pandas as pd
 
 from distill.config import Params, flatten
+from distill.evaluation import PER_ITEM_FILE
 
 _METRIC_UNSAFE = re.compile(r"[^\w\-. /:]")
 
@@ -78,8 +79,9 @@ def pipeline_run(params: Params, run_name: str | None = None, tags: dict[str, st
         yield run.info.run_id
 
 
-def log_outputs(params: Params, metrics: dict[str, float]) -> None:
-    """Training curves as step metrics, the evaluation table as metrics, report and plots as artifacts."""
+def log_outputs(params: Params, metrics: dict[str, float | str]) -> None:
+    """Training curves as step metrics, the evaluation table as metrics (its strings, such as the
+    evaluation spec and student fingerprint, as tags), report, per-item scores and plots as artifacts."""
     training = Path(params.paths.plots) / "training"
     for file_name, column in (("train_loss.csv", "loss"), ("eval_loss.csv", "eval_loss")):
         path = training / file_name
@@ -87,10 +89,12 @@ def log_outputs(params: Params, metrics: dict[str, float]) -> None:
             curve = pd.read_csv(path)
             for step, value in zip(curve["step"], curve[column]):
                 mlflow.log_metric(f"train/{column}", float(value), step=int(step))
-    mlflow.log_metrics({metric_key(k): float(v) for k, v in metrics.items()})
+    mlflow.log_metrics({metric_key(k): float(v) for k, v in metrics.items() if not isinstance(v, str)})
+    mlflow.set_tags({k: v for k, v in metrics.items() if isinstance(v, str)})
     for artifact, folder in (
         (Path(params.paths.reports) / "report.md", "report"),
         (Path(params.paths.metrics) / "eval.json", "report"),
+        (Path(params.paths.metrics) / PER_ITEM_FILE, "report"),
     ):
         if artifact.is_file():
             mlflow.log_artifact(str(artifact), artifact_path=folder)

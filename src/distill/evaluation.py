@@ -1,0 +1,439 @@
+"""Evaluators: one class per set type, in the shape of Sentence Transformers' ``evaluation/``.
+
+Each evaluator loads and checks its data up front (:meth:`Evaluator.load`), names every text it
+shows a model (:meth:`Evaluator.texts`, for decontamination), scores one model
+(:meth:`Evaluator.__call__` → metrics keyed ``<set>/<metric>``, scale 0–100) and keeps the
+per-item scores behind its ``primary_metric`` (per pair, per query, per text), so that
+:meth:`Evaluator.primary_on` can recompute it on a bootstrap resample.
+
+:func:`score_model` runs every evaluator for one model; :func:`eval_spec` fingerprints what was
+evaluated (set configs, data file hashes, held-out documents), so scores are only ever compared on
+the same spec.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import pandas as pd
+import pytrec_eval
+
+from distill import metrics
+from distill.config import EvalSet, FidelitySet, LabelledSet, RetrievalSet, StsSet, is_quality_set
+from distill.encoding import Encoder
+from distill.errors import DataError
+from distill.readers import check_utf8, load_table, read_stsb_pairs
+from distill.sampling import seeded_fraction, spread_sample
+
+Items = dict[str, np.ndarray]
+ToReferenceSpace = Callable[[np.ndarray], np.ndarray | None]
+
+
+@dataclass(frozen=True)
+class SetResult:
+    scores: dict[str, float]  # metric name → value, 0–100 (cosine: −1..1)
+    items: Items  # per-item arrays from which primary_on recomputes the primary metric
+
+
+class Evaluator(ABC):
+    """One evaluation set: its data, how a model is scored on it, and its primary metric."""
+
+    uses_heldout: ClassVar[bool] = False  # data comes from the held-out corpus, not a file
+
+    def __init__(self, spec: EvalSet) -> None:
+        self.spec = spec
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def primary_metric(self) -> str:
+        return self.spec.primary_metric
+
+    @classmethod
+    @abstractmethod
+    def load(cls, spec: EvalSet, heldout: pd.DataFrame | None, seed: int, text_type: str) -> "Evaluator":
+        """Read and check the set's data; a missing or malformed file is an error, never a skip."""
+
+    @abstractmethod
+    def texts(self) -> list[str]:
+        """Every text this set shows a model."""
+
+    def data_files(self) -> list[Path]:
+        """Files whose content the scores depend on (hashed into the evaluation spec)."""
+        return []
+
+    @abstractmethod
+    def __call__(
+        self, encoder: Encoder, reference: Encoder | None = None, to_reference_space: ToReferenceSpace | None = None
+    ) -> SetResult: ...
+
+    @staticmethod
+    @abstractmethod
+    def primary_on(items: Items, index: np.ndarray) -> float:
+        """The primary metric on the items at ``index`` (a bootstrap resample)."""
+
+    @staticmethod
+    def item_count(items: Items) -> int:
+        return len(next(iter(items.values())))
+
+
+class StsEvaluator(Evaluator):
+    """Spearman ×100 between the cosine of each sentence pair and its human score."""
+
+    def __init__(self, spec: StsSet, first: list[str], second: list[str], scores: list[float]) -> None:
+        super().__init__(spec)
+        self.first, self.second, self.scores = first, second, np.asarray(scores, dtype=np.float64)
+
+    @classmethod
+    def load(cls, spec, heldout, seed, text_type):
+        pairs = read_stsb_pairs(Path(spec.path))
+        return cls(spec, [p[0] for p in pairs], [p[1] for p in pairs], [p[2] for p in pairs])
+
+    def texts(self):
+        return self.first + self.second
+
+    def data_files(self):
+        return [Path(self.spec.path)]
+
+    def __call__(self, encoder, reference=None, to_reference_space=None):
+        first = encoder.encode(self.first, "sentence", desc=f"{encoder.name} {self.name}")
+        second = encoder.encode(self.second, "sentence", desc=f"{encoder.name} {self.name}")
+        cosines = metrics.row_cosines(first, second)
+        items = {"cosine": cosines, "gold": self.scores}
+        return SetResult({"spearman": self.primary_on(items, np.arange(len(cosines)))}, items)
+
+    @staticmethod
+    def primary_on(items, index):
+        return metrics.spearman(items["cosine"][index], items["gold"][index])
+
+
+class RetrievalEvaluator(Evaluator):
+    """nDCG@10, Recall@100 and MRR@10 ×100 as trec_eval computes them (``pytrec_eval``, linear
+    gain, as BEIR and MTEB report), averaged over the queries with at least one relevant document.
+    Documents are ``title + " " + text``."""
+
+    measures: ClassVar[dict[str, str]] = {"ndcg@10": "ndcg_cut_10", "recall@100": "recall_100"}
+
+    def __init__(self, spec: RetrievalSet, queries: list[str], documents: list[str], qrels: dict[str, dict[str, int]],
+                 files: list[Path]) -> None:
+        super().__init__(spec)
+        self.queries, self.documents, self.qrels, self.files = queries, documents, qrels, files
+
+    @classmethod
+    def load(cls, spec, heldout, seed, text_type):
+        folder = Path(spec.path)
+        if not folder.is_dir():
+            raise DataError(f"eval set {spec.name}: retrieval folder {folder} does not exist")
+        corpus = _read_jsonl(folder / "corpus.jsonl", ("_id", "text"))
+        queries = _read_jsonl(folder / "queries.jsonl", ("_id", "text"))
+        doc_row = {str(d["_id"]): i for i, d in enumerate(corpus)}
+        query_row = {str(q["_id"]): i for i, q in enumerate(queries)}
+        qrels_path = folder / "qrels" / f"{spec.split}.tsv"
+        judged = _read_qrels(qrels_path, query_row, doc_row)
+        # Queries with no relevant document cannot be ranked well or badly: trec_eval's nDCG is 0 for
+        # them whatever the model does, so they are left out (43 of MS MARCO's, 40 of DBpedia's 50).
+        query_rows = sorted(q for q, docs in judged.items() if any(r > 0 for r in docs.values()))
+        if not query_rows:
+            raise DataError(f"{qrels_path}: no query has a relevant document (score > 0)")
+        return cls(
+            spec,
+            queries=[str(queries[q]["text"]) for q in query_rows],
+            documents=[" ".join(str(d[k]) for k in ("title", "text") if d.get(k)).strip() for d in corpus],
+            qrels={str(i): {str(d): r for d, r in judged[q].items()} for i, q in enumerate(query_rows)},
+            files=[folder / "corpus.jsonl", folder / "queries.jsonl", qrels_path],
+        )
+
+    def texts(self):
+        return self.queries + self.documents
+
+    def data_files(self):
+        return self.files
+
+    def __call__(self, encoder, reference=None, to_reference_space=None):
+        queries = encoder.encode(self.queries, "query", desc=f"{encoder.name} {self.name} queries")
+        documents = encoder.encode(self.documents, "passage", desc=f"{encoder.name} {self.name} documents")
+        ranked, scores = metrics.top_k(queries, documents, k=100)
+        run = {str(q): {str(d): float(s) for d, s in zip(ranked[q], scores[q])} for q in range(len(queries))}
+        top10 = {q: dict(sorted(docs.items(), key=lambda x: -x[1])[:10]) for q, docs in run.items()}
+        per_query = pytrec_eval.RelevanceEvaluator(self.qrels, set(self.measures.values())).evaluate(run)
+        reciprocal = pytrec_eval.RelevanceEvaluator(self.qrels, {"recip_rank"}).evaluate(top10)
+        order = [str(q) for q in range(len(queries))]
+        items = {name: np.array([per_query[q][m] for q in order]) for name, m in self.measures.items()}
+        items["mrr@10"] = np.array([reciprocal[q]["recip_rank"] for q in order])
+        return SetResult({name: float(values.mean() * 100) for name, values in items.items()}, items)
+
+    @staticmethod
+    def primary_on(items, index):
+        return float(items["ndcg@10"][index].mean() * 100)
+
+
+class LabelledEvaluator(Evaluator):
+    """Labelled texts split by document into a probe-train half and a test half."""
+
+    uses_heldout = True
+
+    def __init__(self, spec: LabelledSet, frame: pd.DataFrame, seed: int, text_type: str) -> None:
+        super().__init__(spec)
+        self.seed, self.text_type = seed, text_type
+        in_train = frame["doc_id"].map(lambda doc: seeded_fraction(seed, "probe", str(doc)) < 0.5).astype(bool)
+        self.train, self.test = frame[in_train], frame[~in_train]
+        if self.train["label"].nunique() < 2 or self.test.empty:
+            raise DataError(
+                f"eval set {spec.name}: too few documents ({len(frame)}) to split into a probe-train half with "
+                "at least 2 labels and a test half; use more held-out documents or a labelled file"
+            )
+
+    @classmethod
+    def load(cls, spec, heldout, seed, text_type):
+        if spec.path is None:
+            frame = pd.DataFrame(columns=["text", "label", "doc_id"]) if heldout is None else heldout
+            # One text per document: its first passage, so long articles do not outweigh short ones.
+            frame = frame[frame["label"].notna()].drop_duplicates("doc_id")[["text", "label", "doc_id"]]
+            if frame.empty:
+                raise DataError(
+                    f"eval set {spec.name}: no path given and the held-out corpus has no labelled documents; "
+                    "set eval.sets[].path to a file with text and label columns"
+                )
+        else:
+            path = Path(spec.path)
+            if not path.is_file():
+                raise DataError(f"eval set {spec.name}: file {path} does not exist")
+            texts, labels = load_table(path, spec.text_column), load_table(path, spec.label_column)
+            frame = pd.DataFrame({"text": texts, "label": [str(x) for x in labels]})
+            frame["doc_id"] = [str(i) for i in range(len(frame))]
+        if spec.max_texts:
+            frame = spread_sample(frame, spec.max_texts, seed, f"eval/{spec.name}")
+        if frame["label"].nunique() < 2:
+            raise DataError(f"eval set {spec.name}: needs at least 2 distinct labels, found {frame['label'].nunique()}")
+        return cls(spec, frame, seed, text_type)
+
+    def texts(self):
+        return self.train["text"].tolist() + self.test["text"].tolist()
+
+    def data_files(self):
+        return [Path(self.spec.path)] if self.spec.path else []
+
+    def _encode(self, encoder: Encoder, frame: pd.DataFrame) -> np.ndarray:
+        return encoder.encode(frame["text"].tolist(), self.text_type, desc=f"{encoder.name} {self.name}")
+
+
+class ClassificationEvaluator(LabelledEvaluator):
+    """Accuracy ×100 of a logistic-regression probe on the embeddings (as MTEB does)."""
+
+    def __call__(self, encoder, reference=None, to_reference_space=None):
+        predicted = metrics.probe_predictions(
+            self._encode(encoder, self.train), self.train["label"].tolist(), self._encode(encoder, self.test), self.seed
+        )
+        items = {"correct": (predicted == self.test["label"].to_numpy()).astype(np.float64)}
+        return SetResult({"accuracy": self.primary_on(items, np.arange(len(predicted)))}, items)
+
+    @staticmethod
+    def primary_on(items, index):
+        return float(items["correct"][index].mean() * 100)
+
+
+class ClusteringEvaluator(LabelledEvaluator):
+    """V-measure ×100 of k-means (k = number of labels) on all the set's texts."""
+
+    def __call__(self, encoder, reference=None, to_reference_space=None):
+        frame = pd.concat([self.train, self.test])
+        labels = frame["label"].astype(str).tolist()
+        assignment = metrics.kmeans_assignment(self._encode(encoder, frame), len(set(labels)), self.seed)
+        label_ids = np.unique(labels, return_inverse=True)[1]
+        items = {"cluster": assignment, "label": label_ids}
+        return SetResult({"v_measure": self.primary_on(items, np.arange(len(labels)))}, items)
+
+    @staticmethod
+    def primary_on(items, index):
+        return metrics.v_measure(items["label"][index], items["cluster"][index])
+
+
+class FidelityEvaluator(Evaluator):
+    """How closely a model's pairwise similarities of held-out texts follow the teacher's (Spearman
+    ×100, any dimensions), and the mean cosine to the teacher where the model shares its space."""
+
+    uses_heldout = True
+
+    def __init__(self, spec: FidelitySet, texts: list[str], text_type: str) -> None:
+        super().__init__(spec)
+        self._texts, self.text_type = texts, text_type
+
+    @classmethod
+    def load(cls, spec, heldout, seed, text_type):
+        frame = spread_sample(heldout, spec.max_texts, seed, f"eval/{spec.name}") if heldout is not None else heldout
+        if frame is None or len(frame) < 2:
+            raise DataError(
+                f"eval set {spec.name}: needs at least 2 held-out texts, the corpus has "
+                f"{0 if frame is None else len(frame)}; raise corpus.heldout_fraction or remove the fidelity set"
+            )
+        return cls(spec, frame["text"].tolist(), text_type)
+
+    def texts(self):
+        return self._texts
+
+    def __call__(self, encoder, reference=None, to_reference_space=None):
+        if reference is None or reference is encoder:
+            return SetResult({}, {})
+        model_x = encoder.encode(self._texts, self.text_type, desc=f"{encoder.name} {self.name}")
+        teacher_x = reference.encode(self._texts, self.text_type, desc=f"{reference.name} {self.name}")
+        scores = {"sim_spearman": metrics.similarity_spearman(model_x, teacher_x)}
+        mapped = to_reference_space(teacher_x) if to_reference_space else None
+        if mapped is not None and mapped.shape[1] == model_x.shape[1]:
+            scores["cosine"] = float(metrics.row_cosines(model_x, mapped).mean())
+        return SetResult(scores, {})
+
+    @staticmethod
+    def primary_on(items, index):
+        raise ValueError("fidelity is reported beside the mean score, never bootstrapped as a primary metric")
+
+
+EVALUATORS: dict[str, type[Evaluator]] = {
+    "sts": StsEvaluator,
+    "retrieval": RetrievalEvaluator,
+    "classification": ClassificationEvaluator,
+    "clustering": ClusteringEvaluator,
+    "fidelity": FidelityEvaluator,
+}
+
+
+def load_evaluators(specs: list[EvalSet], heldout: pd.DataFrame, seed: int, text_type: str) -> list[Evaluator]:
+    """Load every configured set before any model runs, so bad input fails fast."""
+    return [EVALUATORS[spec.type].load(spec, heldout, seed, text_type) for spec in specs]
+
+
+def file_evaluators(specs: list[EvalSet], seed: int, text_type: str) -> list[Evaluator]:
+    """The sets read from files (not from the held-out corpus): what decontamination must remove."""
+    loaded = []
+    for spec in specs:
+        evaluator = EVALUATORS[spec.type]
+        if evaluator.uses_heldout and getattr(spec, "path", None) is None:
+            continue
+        loaded.append(evaluator.load(spec, None, seed, text_type))
+    return loaded
+
+
+def score_model(
+    encoder: Encoder,
+    evaluators: list[Evaluator],
+    reference: Encoder | None = None,
+    to_reference_space: ToReferenceSpace | None = None,
+) -> tuple[dict[str, float], Items]:
+    """Scores ``<set>/<metric>`` plus ``mean_score`` (mean of the quality sets' primary metrics,
+    the same metrics for every model), and per-item arrays keyed ``<set>/<field>``."""
+    scores: dict[str, float] = {}
+    items: Items = {}
+    for evaluator in evaluators:
+        result = evaluator(encoder, reference, to_reference_space)
+        scores.update({f"{evaluator.name}/{k}": v for k, v in result.scores.items()})
+        items.update({f"{evaluator.name}/{k}": v for k, v in result.items.items()})
+    primaries = [scores[f"{e.name}/{e.primary_metric}"] for e in evaluators if is_quality_set(e.spec)]
+    if primaries:
+        scores["mean_score"] = float(np.mean(primaries))
+    return scores, items
+
+
+def set_items(items: Items, name: str) -> Items:
+    """The per-item arrays of one set, keyed by field."""
+    prefix = f"{name}/"
+    return {k[len(prefix):]: v for k, v in items.items() if k.startswith(prefix)}
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def eval_spec(evaluators: list[Evaluator], heldout_doc_ids: list[str], seed: int) -> str:
+    """A hash of what an evaluation measured: set configs, data file contents, held-out documents."""
+    spec = {
+        "sets": [e.spec.model_dump(mode="json") for e in evaluators],
+        "files": {str(p): file_sha256(p) for e in evaluators for p in e.data_files()},
+        "heldout_documents": sorted(map(str, heldout_doc_ids)),
+        "seed": seed,
+    }
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _read_jsonl(path: Path, required: tuple[str, ...]) -> list[dict]:
+    if not path.is_file():
+        raise DataError(f"retrieval file {path} does not exist")
+    check_utf8(path)
+    rows = []
+    with path.open(encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataError(f"{path}:{line_no}: not valid JSON: {err}") from err
+            missing = [k for k in required if k not in row]
+            if missing:
+                raise DataError(f"{path}:{line_no}: missing field(s) {missing}")
+            rows.append(row)
+    return rows
+
+
+def _read_qrels(path: Path, query_row: dict[str, int], doc_row: dict[str, int]) -> dict[int, dict[int, int]]:
+    """qrels/<split>.tsv (header query-id, corpus-id, score) → query row → document row → relevance."""
+    if not path.is_file():
+        raise DataError(f"qrels file {path} does not exist")
+    check_utf8(path)
+    judged: dict[int, dict[int, int]] = {}
+    with path.open(encoding="utf-8", newline="") as handle:
+        reader = csv.reader(handle, delimiter="\t")
+        header = next(reader, None)
+        if header is None or [h.strip() for h in header[:3]] != ["query-id", "corpus-id", "score"]:
+            raise DataError(f"{path}: expected the header 'query-id<TAB>corpus-id<TAB>score', got {header}")
+        for line_no, row in enumerate(reader, start=2):
+            if len(row) < 3:
+                raise DataError(f"{path}:{line_no}: expected 3 tab-separated fields, got {len(row)}")
+            query_id, doc_id, score = row[0], row[1], row[2]
+            if query_id not in query_row:
+                raise DataError(f"{path}:{line_no}: query-id {query_id!r} is not in queries.jsonl")
+            if doc_id not in doc_row:
+                raise DataError(f"{path}:{line_no}: corpus-id {doc_id!r} is not in corpus.jsonl")
+            try:
+                relevance = int(score)
+            except ValueError as err:
+                raise DataError(f"{path}:{line_no}: score {score!r} is not an integer") from err
+            judged.setdefault(query_row[query_id], {})[doc_row[doc_id]] = relevance
+    return judged
+
+
+def primary_sets(specs: list[EvalSet], primary_metric: str):
+    """The sets behind ``primary_metric`` with their resample functions, for :mod:`distill.gate`:
+    every quality set for ``mean_score``, else the one named set."""
+    chosen = [s for s in specs if is_quality_set(s) and primary_metric in ("mean_score", f"{s.name}/{s.primary_metric}")]
+    return [(spec.name, EVALUATORS[spec.type].primary_on) for spec in chosen]
+
+
+def role_items(items: Items, role: str, specs: list[EvalSet]) -> dict[str, Items]:
+    """Per-item arrays of one model (flat keys ``<role>/<set>/<field>``), grouped by set."""
+    flat = {k[len(role) + 1:]: v for k, v in items.items() if k.startswith(f"{role}/")}
+    return {spec.name: set_items(flat, spec.name) for spec in specs}
+
+
+PER_ITEM_FILE = "per_item.npz"
+
+
+def load_per_item(path: str | Path) -> Items:
+    """Per-item scores written by the evaluate step (flat keys ``<role>/<set>/<field>``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path} does not exist: run the evaluate step first")
+    with np.load(path) as data:
+        return {key: data[key] for key in data.files}

@@ -1,0 +1,96 @@
+"""The student: the undistilled starting point, its projection into the teacher's space, and what
+the train step records beside a saved student (target space, PCA, provenance)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from sentence_transformers import SentenceTransformer
+from sentence_transformers.models import Dense, Normalize
+
+from distill.config import Params
+from distill.models import load_model, prune_layers
+from distill.prompts import set_student_prompts
+
+DISTILLATION_FILE = "distillation.json"
+PCA_FILE = "target_pca.npz"
+
+
+def describe(params: Params) -> str:
+    """One phrase naming the student, for the model card and the report."""
+    student = params.student
+    if student.init == "pruned":
+        return f"layers {student.keep_layers} of the teacher `{params.teacher.model}`"
+    return f"`{student.model}`"
+
+
+def base_student(params: Params, teacher: SentenceTransformer | None = None) -> SentenceTransformer:
+    """The undistilled student: the pretrained model, or the pruned copy of ``teacher``."""
+    student = params.student
+    if student.init == "pruned":
+        if teacher is None:
+            teacher = load_model(params.teacher.model, field="teacher.model", revision=params.teacher.revision,
+                                 trust_remote_code=params.teacher.trust_remote_code)
+        model = prune_layers(teacher, student.keep_layers or [])
+    else:
+        model = load_model(
+            student.model or "",
+            field="student.model",
+            revision=student.revision,
+            trust_remote_code=student.trust_remote_code,
+        )
+    if student.max_seq_length is not None:
+        model.max_seq_length = student.max_seq_length
+    set_student_prompts(model, student.prompts)
+    return model
+
+
+def shares_teacher_space(params: Params) -> bool:
+    """Only a pruned teacher starts in the teacher's space; a pretrained student with the teacher's
+    dimension is a different space all the same."""
+    return params.student.init == "pruned"
+
+
+def least_squares_projection(inputs: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Weight ``(out, in)`` and bias ``(out,)`` minimising ``||inputs @ W.T + b - targets||²``."""
+    augmented = np.hstack([inputs, np.ones((len(inputs), 1), dtype=inputs.dtype)])
+    solution, *_ = np.linalg.lstsq(augmented, targets, rcond=None)
+    return solution[:-1].T.astype(np.float32), solution[-1].astype(np.float32)
+
+
+def add_projection(
+    model: SentenceTransformer, texts: list[str], targets: np.ndarray, params: Params
+) -> SentenceTransformer:
+    """Append Dense(student_dim → teacher_dim) (+ Normalize when the teacher normalises)."""
+    in_dim = model.get_embedding_dimension()
+    dense = Dense(in_features=in_dim, out_features=targets.shape[1], activation_function=torch.nn.Identity())
+    if params.student.projection_init == "least_squares":
+        fit_count = min(len(texts), 4096)
+        inputs = model.encode(texts[:fit_count], batch_size=params.train.batch_size, convert_to_numpy=True)
+        weight, bias = least_squares_projection(inputs, targets[:fit_count])
+        with torch.no_grad():
+            dense.linear.weight.copy_(torch.from_numpy(weight))
+            dense.linear.bias.copy_(torch.from_numpy(bias))
+    model.append(dense)
+    if params.teacher.normalize:
+        model.append(Normalize())
+    return model
+
+
+def load_distillation_info(student_dir: str | Path) -> dict:
+    path = Path(student_dir) / DISTILLATION_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def teacher_to_student_space(student_dir: str | Path, teacher_embeddings: np.ndarray) -> np.ndarray | None:
+    """Map teacher embeddings into the student's target space, or None when there is none."""
+    info = load_distillation_info(student_dir)
+    if info.get("pca"):
+        with np.load(Path(student_dir) / info["pca"]) as pca:
+            return (teacher_embeddings - pca["mean"]) @ pca["components"].T
+    if info.get("target_space") == "teacher":
+        return teacher_embeddings
+    return None
