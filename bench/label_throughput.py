@@ -19,13 +19,12 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
+from distill.config import load_params
+from distill.encoding import teacher_encoder
+from distill.pipeline import configure
+from distill.readers import load_corpus
 
-from distill.config import load_params  # noqa: E402
-from distill.label import teacher_encoder  # noqa: E402
-from distill.pipeline import configure  # noqa: E402
-from distill.prepare import load_corpus  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> int:
@@ -37,7 +36,7 @@ def main() -> int:
     os.chdir(ROOT)  # params paths (outputs, ../shared/data) are relative to the project root
     params = load_params(args.params or [ROOT / "params.yaml", ROOT / "params/benchmark.yaml"])
     configure(params)
-    corpus = load_corpus(params)
+    corpus = load_corpus(params.paths.prepared)
     texts = corpus.sample(n=min(args.texts, len(corpus)), random_state=params.seed)["text"].tolist()
     text_type = params.corpus.text_type
     with tempfile.TemporaryDirectory() as tmp:

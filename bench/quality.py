@@ -1,70 +1,87 @@
 """Quality benchmark: the benchmark config end to end (prepare → label → train → evaluate).
 
-    python bench/quality.py [--set key=value ...]
+    python bench/quality.py [--set key=value ...] [--steps evaluate]
 
-Reads params.yaml + params/benchmark.yaml (STS-B and the two BEIR sets in ../shared/data), prints
-teacher / undistilled / distilled on STS-B test and both retrieval sets with retained % and speed-up,
-and ends with a one-line summary against the targets. Teacher labels and evaluation embeddings are
-cached, so a rerun pays only for what changed.
+Reads params.yaml + params/benchmark.yaml (STS-B and the two BEIR sets in ../shared/data; the corpus
+is decontaminated against them and STS-B dev), and prints teacher / undistilled / distilled on STS-B
+test and both retrieval sets (trec_eval nDCG@10), retained %, like-for-like speed (median and range
+of alternating repeats, measured in this run), the paired bootstrap interval of distilled minus
+undistilled, and a one-line summary against the targets, as a Markdown block for bench/RESULTS.md
+headed by the git commit, date, machine and command.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
+import datetime
 import json
+import os
+import platform
+import subprocess
 import sys
 import time
 from pathlib import Path
 
+import torch
+
+from distill.config import load_params
+from distill.pipeline import run_step
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
-
-from distill.config import load_params  # noqa: E402
-from distill.pipeline import run_step  # noqa: E402
-
 ROLES = {"teacher": "teacher", "baseline": "undistilled", "student": "distilled"}
 TARGETS = {"sts_retained": 99.0, "ndcg_retained": 97.0, "speedup": 6.0}
 
 
+def provenance(command: str) -> str:
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
+                           text=True).stdout.strip()
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    return (f"commit `{commit}`{' (uncommitted changes!)' if dirty else ''}, {datetime.date.today()}, "
+            f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} {torch.get_num_threads()} threads, "
+            f"command `{command}`")
+
+
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument(
-        "--steps", default="prepare,label,train,evaluate",
-        help="comma-separated steps to run; e.g. 'evaluate' re-scores the saved student",
-    )
+    parser.add_argument("--steps", default="prepare,label,train,evaluate",
+                        help="comma-separated steps to run; e.g. 'evaluate' re-scores the saved student")
     args = parser.parse_args()
     os.chdir(ROOT)  # params paths (outputs, ../shared/data) are relative to the project root
     params = load_params([ROOT / "params.yaml", ROOT / "params/benchmark.yaml"], args.set)
     timings = {}
     for step in args.steps.split(","):
         start = time.perf_counter()
-        result = run_step(step, params)
+        run_step(step, params)
         timings[step] = time.perf_counter() - start
-    m: dict[str, float] = json.loads((Path(params.paths.metrics) / "eval.json").read_text())
+    m = json.loads((Path(params.paths.metrics) / "eval.json").read_text())
 
-    print(f"\n{'model':<12} {'STS-B test':>10} {'msmarco':>8} {'dbpedia':>8} {'mean nDCG':>9} "
-          f"{'R@100 ms':>8} {'R@100 db':>8} {'texts/s':>8} {'speed-up':>8}")
+    lines = [f"model        STS-B test  msmarco  dbpedia  mean nDCG  R@100 ms  R@100 db  MRR@10 ms  MRR@10 db  "
+             f"texts/s (min-max)      speed-up"]
     summary = {}
     for role, label in ROLES.items():
-        sts = m[f"{role}/stsb_test/spearman"]
-        ms, db = m[f"{role}/msmarco/ndcg@10"], m[f"{role}/dbpedia/ndcg@10"]
+        sts, ms, db = (m[f"{role}/{k}"] for k in ("stsb_test/spearman", "msmarco/ndcg@10", "dbpedia/ndcg@10"))
         speed = m[f"{role}/texts_per_s"] / m["teacher/texts_per_s"]
         summary[role] = {"sts": sts, "ndcg": (ms + db) / 2, "speedup": speed}
-        print(f"{label:<12} {sts:>10.2f} {ms:>8.2f} {db:>8.2f} {(ms + db) / 2:>9.2f} "
-              f"{m[f'{role}/msmarco/recall@100']:>8.2f} {m[f'{role}/dbpedia/recall@100']:>8.2f} "
-              f"{m[f'{role}/texts_per_s']:>8.1f} {speed:>7.2f}x")
-    teacher = summary["teacher"]
+        lines.append(
+            f"{label:<12} {sts:>10.2f} {ms:>8.2f} {db:>8.2f} {(ms + db) / 2:>10.2f} "
+            f"{m[f'{role}/msmarco/recall@100']:>9.2f} {m[f'{role}/dbpedia/recall@100']:>9.2f} "
+            f"{m[f'{role}/msmarco/mrr@10']:>10.2f} {m[f'{role}/dbpedia/mrr@10']:>10.2f}  "
+            f"{m[f'{role}/texts_per_s']:>7.1f} ({m[f'{role}/texts_per_s_min']:.1f}-{m[f'{role}/texts_per_s_max']:.1f})"
+            f"  {speed:>7.2f}x")
+    teacher, student, baseline = summary["teacher"], summary["student"], summary["baseline"]
     for role in ("baseline", "student"):
         s = summary[role]
-        print(f"{ROLES[role]:<12} retained: STS-B {100 * s['sts'] / teacher['sts']:.2f}%, "
-              f"mean nDCG@10 {100 * s['ndcg'] / teacher['ndcg']:.2f}%")
-    print("step seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()))
-    (ROOT / "bench/out").mkdir(parents=True, exist_ok=True)
-    (ROOT / "bench/out/quality.json").write_text(json.dumps({"metrics": m, "timings": timings}, indent=2))
-
-    student, baseline = summary["student"], summary["baseline"]
+        lines.append(f"{ROLES[role]:<12} retained: STS-B {100 * s['sts'] / teacher['sts']:.2f}%, "
+                     f"mean nDCG@10 {100 * s['ndcg'] / teacher['ndcg']:.2f}%")
+    lines.append(
+        f"distilled - undistilled, {params.registry.primary_metric} over STS-B test + MS MARCO + DBpedia "
+        f"(paired bootstrap, {params.registry.bootstrap_resamples} resamples): {m['student/vs_baseline/difference']:+.2f} "
+        f"[{m['student/vs_baseline/low']:+.2f}, {m['student/vs_baseline/high']:+.2f}]")
+    lines.append(f"corpus texts dropped by decontamination: {int(m['corpus/decontaminated_texts'])}")
+    lines.append("step seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()))
     sts_pct = 100 * student["sts"] / teacher["sts"]
     ndcg_pct = 100 * student["ndcg"] / teacher["ndcg"]
     checks = {
@@ -72,10 +89,16 @@ def main() -> int:
         f"STS-B above undistilled {baseline['sts']:.2f}": student["sts"] > baseline["sts"],
         f"mean nDCG@10 {student['ndcg']:.2f} = {ndcg_pct:.1f}% of teacher (>= {TARGETS['ndcg_retained']}%)": ndcg_pct >= TARGETS["ndcg_retained"],
         f"speed-up {student['speedup']:.1f}x (>= {TARGETS['speedup']}x)": student["speedup"] >= TARGETS["speedup"],
+        "distilled beats undistilled beyond noise (interval above 0)": m["student/vs_baseline/low"] > 0,
     }
-    met = sum(checks.values())
-    print(f"SUMMARY quality: {met}/{len(checks)} targets met; " + "; ".join(
+    lines.append(f"SUMMARY quality: {sum(checks.values())}/{len(checks)} targets met; " + "; ".join(
         f"{text} {'OK' if ok else 'MISSED'}" for text, ok in checks.items()))
+    command = "python bench/quality.py" + "".join(f" --{k} {v}" for k, v in
+                                                   (("steps", args.steps),) if v != parser.get_default("steps"))
+    command += "".join(f" --set {s}" for s in args.set)
+    print(f"\n{provenance(command)}\n\n```\n" + "\n".join(lines) + "\n```")
+    (ROOT / "bench/out").mkdir(parents=True, exist_ok=True)
+    (ROOT / "bench/out/quality.json").write_text(json.dumps({"metrics": m, "timings": timings}, indent=2))
     return 0
 
 

@@ -10,31 +10,28 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-PROJECT = Path(__file__).resolve().parents[1]
-if str(PROJECT / "src") not in sys.path:
-    sys.path.insert(0, str(PROJECT / "src"))
-
-from distill.tracking import pipeline_run  # noqa: E402
-from distill.config import Params, load_params  # noqa: E402
-from distill.lock import pipeline_lock  # noqa: E402
-from distill.pipeline import STEPS, configure  # noqa: E402
+from distill.config import Params, load_params
+from distill.lock import pipeline_lock
+from distill.pipeline import STEPS, configure
+from distill.tracking import pipeline_run
 
 # Retries where a second try can succeed: hub downloads while labelling, a busy tracking store.
 # Bad params, bad data and training divergence fail the same way twice, so they are not retried.
+# A retried register reuses the version its MLflow run registered already (never a twin).
 RETRIES = {"prepare": 0, "label": 2, "train": 0, "evaluate": 1, "register": 2}
 
 
 def _step_task(name: str):
     def run(params: Params) -> Any:
+        # Printed, not only logged: `make run` streams the served process's output to the terminal.
+        print(f"== step {name} ==", flush=True)
         return STEPS[name](params)
 
     return task(name=name, retries=RETRIES[name], retry_delay_seconds=5, cache_policy=NO_CACHE)(run)

@@ -5,8 +5,9 @@ from distill.cache import EmbeddingCache, text_key
 
 
 def fake_encoder(calls):
-    def encode(texts):
+    def encode(texts, on_batch):
         calls.append(list(texts))
+        on_batch(len(texts))
         return np.array([[len(t), t.count("a"), 1.0] for t in texts], dtype=np.float32)
 
     return encode

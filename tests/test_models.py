@@ -11,7 +11,7 @@ from distill.models import (
     resolve_model,
     transformer_layers,
 )
-from distill.train import least_squares_projection
+from distill.student import least_squares_projection
 
 
 def test_offline_names_resolve_to_installed_models():

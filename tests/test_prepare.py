@@ -4,7 +4,9 @@ import pandas as pd
 import pytest
 
 from distill.config import CorpusConfig, params_from_dict
-from distill.prepare import DataError, build_corpus, load_corpus, run, split_passages, split_sentences
+from distill.errors import DataError
+from distill.prepare import build_corpus, run, split_passages, split_sentences
+from distill.readers import load_corpus
 
 
 def corpus(sources, **kwargs):
@@ -19,12 +21,12 @@ def test_sentence_and_passage_splitting():
 
 
 def test_bbc_offline_corpus_splits_by_document():
-    frame = build_corpus(corpus([{"type": "bbc", "unit": "passage", "max_documents": 50}], heldout_fraction=0.3), seed=1)
+    frame = build_corpus(corpus([{"type": "bbc", "unit": "passage", "max_documents": 50}], heldout_fraction=0.3), seed=1)[0]
     assert set(frame["label"]) <= {"business", "entertainment", "politics", "sports", "tech"}
     per_doc = frame.groupby("doc_id")["split"].nunique()
     assert (per_doc == 1).all(), "a document's texts must all land in one split"
     assert set(frame["split"]) == {"train", "heldout"}
-    again = build_corpus(corpus([{"type": "bbc", "unit": "passage", "max_documents": 50}], heldout_fraction=0.3), seed=1)
+    again = build_corpus(corpus([{"type": "bbc", "unit": "passage", "max_documents": 50}], heldout_fraction=0.3), seed=1)[0]
     pd.testing.assert_frame_equal(frame, again)
 
 
@@ -36,7 +38,7 @@ def test_file_sources_clean_dedupe_and_cap(tmp_path):
     sources = [{"type": "file", "path": str(tmp_path / "a.txt")}] + [
         {"type": "file", "path": str(tmp_path / n), "column": "body"} for n in ("b.jsonl", "c.csv", "d.parquet")
     ]
-    frame = build_corpus(corpus(sources, max_chars=20, heldout_fraction=0.2), seed=0)
+    frame = build_corpus(corpus(sources, max_chars=20, heldout_fraction=0.2), seed=0)[0]
     texts = set(frame["text"])
     assert texts == {"first text here", "second one", "y" * 20, "from jsonl one", "from jsonl two", "from csv", "from parquet"}
 
@@ -46,32 +48,32 @@ def test_folder_source(tmp_path):
     folder.mkdir()
     for i in range(6):
         (folder / f"{i}.txt").write_text(f"Document {i} starts here. It has two sentences.")
-    frame = build_corpus(corpus([{"type": "folder", "path": str(folder), "unit": "sentence"}]), seed=0)
+    frame = build_corpus(corpus([{"type": "folder", "path": str(folder), "unit": "sentence"}]), seed=0)[0]
     assert len(frame) == 7  # "It has two sentences." is shared, so kept once
 
 
 def test_missing_column_names_file_and_column(tmp_path):
     pd.DataFrame({"body": ["a long enough text"]}).to_json(tmp_path / "b.jsonl", orient="records", lines=True)
     with pytest.raises(DataError, match=r"b\.jsonl: missing column 'text'.*body"):
-        build_corpus(corpus([{"type": "file", "path": str(tmp_path / "b.jsonl")}]), seed=0)
+        build_corpus(corpus([{"type": "file", "path": str(tmp_path / "b.jsonl")}]), seed=0)[0]
 
 
 def test_non_string_text_is_an_error(tmp_path):
     (tmp_path / "n.jsonl").write_text(json.dumps({"text": "fine text here"}) + "\n" + json.dumps({"text": 12345}) + "\n")
     with pytest.raises(DataError, match=r"n\.jsonl: column 'text' row 1 is int"):
-        build_corpus(corpus([{"type": "file", "path": str(tmp_path / "n.jsonl")}]), seed=0)
+        build_corpus(corpus([{"type": "file", "path": str(tmp_path / "n.jsonl")}]), seed=0)[0]
 
 
 def test_non_utf8_file_is_an_error(tmp_path):
     (tmp_path / "latin.txt").write_bytes("caf\xe9 au lait, s'il vous pla\xeet\n".encode("latin-1"))
     with pytest.raises(DataError, match=r"latin\.txt: not valid UTF-8"):
-        build_corpus(corpus([{"type": "file", "path": str(tmp_path / "latin.txt")}]), seed=0)
+        build_corpus(corpus([{"type": "file", "path": str(tmp_path / "latin.txt")}]), seed=0)[0]
 
 
 def test_empty_corpus_after_cleaning(tmp_path):
     (tmp_path / "short.txt").write_text("a\nb\n\n")
     with pytest.raises(DataError, match="empty after cleaning.*min_chars"):
-        build_corpus(corpus([{"type": "file", "path": str(tmp_path / "short.txt")}]), seed=0)
+        build_corpus(corpus([{"type": "file", "path": str(tmp_path / "short.txt")}]), seed=0)[0]
 
 
 def test_failed_prepare_leaves_previous_output_intact(tmp_path):
@@ -81,13 +83,13 @@ def test_failed_prepare_leaves_previous_output_intact(tmp_path):
         {"paths": {"prepared": str(tmp_path / "prepared")}, "corpus": {"sources": [{"type": "file", "path": str(good)}], "min_chars": 5}}
     )
     run(params)
-    before = load_corpus(params)
+    before = load_corpus(params.paths.prepared)
     bad = params_from_dict(
         {"paths": {"prepared": str(tmp_path / "prepared")}, "corpus": {"sources": [{"type": "file", "path": str(tmp_path / "missing.txt")}]}}
     )
     with pytest.raises(DataError, match="does not exist"):
         run(bad)
-    pd.testing.assert_frame_equal(before, load_corpus(params))
+    pd.testing.assert_frame_equal(before, load_corpus(params.paths.prepared))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["good.txt", "prepared"]
 
 
@@ -96,9 +98,33 @@ def test_default_params_corpus_builds_from_every_bbc_file():
     from tests.conftest import ROOT
 
     params = load_params(ROOT / "params.yaml")
-    frame = build_corpus(params.corpus, params.seed)
+    frame = build_corpus(params.corpus, params.seed)[0]
     assert len(frame) == params.corpus.max_texts
     assert frame[frame["split"] == "heldout"]["doc_id"].nunique() >= 50  # enough for the topic probe
     # Some BBC files are ISO-8859-1; they must decode to the right characters, not fail or garble.
-    bbc = build_corpus(corpus([{"type": "bbc", "unit": "passage"}]), seed=0)
+    bbc = build_corpus(corpus([{"type": "bbc", "unit": "passage"}]), seed=0)[0]
     assert bbc["text"].str.contains("£").any() and not bbc["text"].str.contains("\ufffd").any()
+
+
+def test_decontamination_drops_every_evaluation_text(tmp_path):
+    """Texts of evaluated sets and of recipe-selection sets leave the corpus, after NFKC, casefolding and
+    whitespace collapsing; the count reaches summary.json."""
+    row = "main-captions\tMSRvid\t2012test\t0001\t{score}\t{first}\t{second}"
+    (tmp_path / "sts-test.csv").write_text(
+        row.format(score=5.0, first="A man is playing a guitar.", second="A woman slices an onion.") + "\n")
+    (tmp_path / "sts-dev.csv").write_text(row.format(score=1.0, first="Dev sentence number one.", second="x y z w.") + "\n")
+    kept = [f"an ordinary training sentence number {i}" for i in range(10)]
+    leaked = ["a  MAN is playing   a guitar.", "Ａ woman slices an onion.", "DEV sentence number one."]
+    (tmp_path / "corpus.txt").write_text("\n".join(kept[:5] + leaked + kept[5:]))
+    sts = lambda name, path: {"name": name, "type": "sts", "path": str(tmp_path / path)}  # noqa: E731
+    params = params_from_dict({
+        "paths": {"prepared": str(tmp_path / "prepared")},
+        "corpus": {"sources": [{"type": "file", "path": str(tmp_path / "corpus.txt")}], "min_chars": 5,
+                   "heldout_fraction": 0.2, "exclude_sets": [sts("dev", "sts-dev.csv")]},
+        "eval": {"sets": [sts("test", "sts-test.csv")]},
+    })
+    run(params)
+    texts = load_corpus(params.paths.prepared)["text"].tolist()
+    assert sorted(texts) == sorted(kept)
+    summary = json.loads((tmp_path / "prepared" / "summary.json").read_text())
+    assert summary["decontamination"] == {"dropped_texts": 3, "evaluation_texts": 4, "sets": ["test", "dev"]}

@@ -1,4 +1,4 @@
-"""The registry gate and round trip, against a real MLflow SQLite store in a temp folder."""
+"""The registry gate end to end, against a real MLflow SQLite store in a temp folder."""
 
 import json
 import shutil
@@ -12,13 +12,14 @@ from mlflow.tracking import MlflowClient
 from sentence_transformers import SentenceTransformer
 
 from distill import register
-from distill.prepare import DataError
+from distill.errors import ProvenanceError
+from distill.evaluation import PER_ITEM_FILE
 from distill.tracking import metric_key
 
 
 @pytest.fixture
 def workspace(finished_pipeline, tmp_path, monkeypatch):
-    """A private copy of the tiny pipeline's outputs and a fresh MLflow store."""
+    """A private copy of the tiny pipeline's metrics and a fresh MLflow store."""
     params, _ = finished_pipeline
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.chdir(tmp_path)
@@ -29,65 +30,90 @@ def workspace(finished_pipeline, tmp_path, monkeypatch):
     return params.model_copy(update={"paths": paths, "tracking": tracking})
 
 
-def set_primary(params, value):
-    path = Path(params.paths.metrics) / "eval.json"
-    metrics = json.loads(path.read_text())
-    metrics["student/mean_score"] = value
-    path.write_text(json.dumps(metrics))
+def make_student_better(params):
+    """Per-item scores in which the distilled student gets every topic right and clusters perfectly."""
+    path = Path(params.paths.metrics) / PER_ITEM_FILE
+    with np.load(path) as data:
+        items = dict(data)
+    items["student/topics/correct"] = np.ones_like(items["student/topics/correct"])
+    items["student/clusters/cluster"] = items["student/clusters/label"].copy()
+    np.savez(path, **items)
 
 
-def versions(params):
+def client_for(params):
     mlflow.set_tracking_uri(params.tracking.tracking_uri)
-    return {int(v.version): v for v in MlflowClient().search_model_versions(f"name='{params.registry.model_name}'")}
+    return MlflowClient()
 
 
-def test_gate_moves_champion_only_for_a_better_student(workspace):
-    set_primary(workspace, 50.0)
+def test_real_pipeline_is_gated_on_its_bootstrap_interval(workspace):
+    result = register.run(workspace)
+    flat = json.loads((Path(workspace.paths.metrics) / "eval.json").read_text())
+    assert (result.alias == "champion") == (flat["student/vs_baseline/low"] > 0)
+    client = client_for(workspace)
+    tags = client.get_model_version(workspace.registry.model_name, str(result.version)).tags
+    assert tags["eval_spec"] == flat["eval/spec"] and tags["student_fingerprint"] == flat["student/fingerprint"]
+    assert "bootstrap" in tags["vs_baseline"] and tags["vs_champion"] == "no champion"
+    if result.alias == "challenger":
+        assert "does not beat the undistilled student beyond noise" in tags["lost_because"]
+    run = client.get_run(result.run_id)
+    assert run.data.metrics[metric_key("student/mean_score")] == pytest.approx(flat["student/mean_score"])
+    assert run.data.tags["eval/spec"] == flat["eval/spec"]
+    assert run.data.params["train.loss"] == "similarity"
+    artifacts = {a.path for folder in ("report", "plots") for a in client.list_artifacts(result.run_id, folder)}
+    assert {"report/report.md", "report/eval.json", f"report/{PER_ITEM_FILE}", "plots/speed_quality.png"} <= artifacts
+    assert client.get_metric_history(result.run_id, "train/loss")
+
+
+def test_champion_only_for_a_student_better_than_baseline_and_champion(workspace):
+    make_student_better(workspace)
     first = register.run(workspace)
-    assert first.alias == "champion" and first.champion_value is None
-
-    set_primary(workspace, 49.0)
-    worse = register.run(workspace)
-    client = MlflowClient()
-    assert worse.alias == "challenger" and worse.champion_value == pytest.approx(50.0)
-    tags = client.get_model_version(workspace.registry.model_name, str(worse.version)).tags
-    assert "does not beat the champion's 50.0000" in tags["lost_because"]
-    assert int(client.get_model_version_by_alias(workspace.registry.model_name, "champion").version) == first.version
-
-    set_primary(workspace, 51.0)
-    better = register.run(workspace)
-    assert better.alias == "champion"
-    assert int(client.get_model_version_by_alias(workspace.registry.model_name, "champion").version) == better.version
-
-    run = client.get_run(better.run_id)
-    assert run.data.metrics[metric_key("student/mean_score")] == pytest.approx(51.0)
-    assert run.data.params["train.epochs"] == "1.0"
-    assert {"git_commit", "dvc_lock"} <= run.data.tags.keys()
-    artifacts = {a.path for a in client.list_artifacts(better.run_id)} | {
-        a.path for folder in ("report", "plots") for a in client.list_artifacts(better.run_id, folder)
-    }
-    assert {"report/report.md", "report/eval.json", "plots/speed_quality.png", "plots/fidelity.png"} <= artifacts
-    assert client.get_metric_history(better.run_id, "train/loss")
+    assert first.alias == "champion", first.reason
+    # The same student again: no better than the champion (difference 0), so it stays a challenger.
+    second = register.run(workspace)
+    assert second.alias == "challenger" and second.champion_version == first.version
+    assert "does not beat the champion beyond noise" in second.reason
+    client = client_for(workspace)
+    assert client.get_model_version_by_alias(workspace.registry.model_name, "champion").version == str(first.version)
 
 
-def test_minimum_metrics_block_the_champion(workspace):
-    floors = workspace.registry.model_copy(update={"min_metrics": {"student/topics/accuracy": 101.0}})
-    result = register.run(workspace.model_copy(update={"registry": floors}))
-    assert result.alias == "challenger" and "below the minimum 101.0" in result.reason
+def test_champion_scored_on_another_spec_is_re_evaluated(workspace, caplog):
+    make_student_better(workspace)
+    first = register.run(workspace)
+    client = client_for(workspace)
+    client.set_model_version_tag(workspace.registry.model_name, str(first.version), "eval_spec", "another-spec")
+    with caplog.at_level("INFO", logger="distill.register"):
+        second = register.run(workspace)
+    assert "scored on evaluation spec another-spec" in caplog.text
+    # Re-evaluated here, the champion scores what its weights really score, which the edited
+    # per-item scores (every topic right, perfect clusters) beat.
+    assert second.champion_version == first.version and second.versus_champion is not None
+    assert second.alias == "champion", second.reason
 
 
-def test_missing_primary_metric_leaves_registry_unchanged(workspace):
-    register.run(workspace)
-    before = versions(workspace)
-    bad = workspace.model_copy(update={"registry": workspace.registry.model_copy(update={"primary_metric": "student/nope"})})
-    with pytest.raises(DataError, match="register.primary_metric 'student/nope'"):
-        register.run(bad)
-    assert versions(workspace).keys() == before.keys()
+def test_a_student_other_than_the_evaluated_one_is_refused(workspace):
+    path = Path(workspace.paths.metrics) / "eval.json"
+    flat = json.loads(path.read_text())
+    flat["student/fingerprint"] = "0" * 32
+    path.write_text(json.dumps(flat))
+    with pytest.raises(ProvenanceError, match="is not the student that"):
+        register.run(workspace)
+    assert not client_for(workspace).search_registered_models()
 
 
-def test_champion_round_trip_matches_student(workspace):
-    register.run(workspace)
-    loaded = mlflow.sentence_transformers.load_model(f"models:/{workspace.registry.model_name}@champion")
+def test_a_retried_register_reuses_its_version(workspace):
+    mlflow.set_tracking_uri(workspace.tracking.tracking_uri)
+    mlflow.set_experiment(workspace.tracking.experiment)
+    with mlflow.start_run():
+        first = register.run(workspace)
+        again = register.run(workspace)
+    assert again.version == first.version and again.alias == first.alias
+    versions = client_for(workspace).search_model_versions(f"name='{workspace.registry.model_name}'")
+    assert len(versions) == 1
+
+
+def test_registered_model_round_trip_matches_student(workspace):
+    result = register.run(workspace)
+    loaded = mlflow.sentence_transformers.load_model(f"models:/{workspace.registry.model_name}/{result.version}")
     local = SentenceTransformer(workspace.paths.student)
     texts = ["the markets rallied", "a football match", "new phone released"]
     a = loaded.encode(texts, prompt_name="query")

@@ -11,7 +11,9 @@ import numpy as np
 import yaml
 
 from distill import label
+from distill.encoding import teacher_encoder
 from distill.config import load_params
+from distill.readers import load_corpus
 from tests.conftest import ROOT, tiny_params_dict
 
 
@@ -37,15 +39,15 @@ def test_label_resumes_after_kill(tmp_path):
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
 
-    resumed = label.teacher_encoder(params, cache_root)
+    resumed = teacher_encoder(params, cache_root)
     cache = resumed.cache(params.corpus.text_type)
     finished_rows = len(cache)
-    texts = label.load_corpus(params)["text"].tolist()
+    texts = load_corpus(params.paths.prepared)["text"].tolist()
     assert 0 < finished_rows < len(texts)
     labels = label.run(params, resumed)
     assert cache.stats.misses == len(texts) - finished_rows
     assert not list(cache.directory.glob(".shard-*"))
 
-    clean = label.teacher_encoder(params, tmp_path / "clean-cache")
+    clean = teacher_encoder(params, tmp_path / "clean-cache")
     expected = clean.encode(texts, params.corpus.text_type)
     np.testing.assert_allclose(labels, expected, atol=2e-3)

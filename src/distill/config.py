@@ -34,6 +34,9 @@ class PathsConfig(_Section):
     prepared: str = "data/prepared"
     teacher_cache: str = "data/teacher"
     eval_cache: str = "data/eval_cache"
+    # The folder of evaluation files that the DVC stages depend on: put (or `dvc import`) the files
+    # of eval.sets and corpus.exclude_sets here, so changing one reruns prepare and evaluate.
+    eval_data: str = "evaldata"
     student: str = "models/student"
     metrics: str = "metrics"
     reports: str = "reports"

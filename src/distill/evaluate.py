@@ -77,6 +77,11 @@ def run(params: Params) -> dict[str, float | str]:
     heldout = corpus[corpus["split"] == "heldout"]
     text_type = params.corpus.text_type
     evaluators = load_evaluators(params.eval.sets, heldout, params.seed, text_type)
+    watched = Path(params.paths.eval_data).resolve()
+    unwatched = [str(p) for e in evaluators for p in e.data_files() if not p.resolve().is_relative_to(watched)]
+    if unwatched:
+        log.warning("evaluation files outside paths.eval_data (%s), whose changes DVC cannot see: %s",
+                    params.paths.eval_data, unwatched)
     student_path = Path(params.paths.student)
     if not (student_path / "modules.json").is_file():
         raise DataError(f"{student_path} holds no trained student: run the train step first")

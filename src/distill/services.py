@@ -5,11 +5,14 @@
 - ``serve``: start the Prefect server on 127.0.0.1:4200 if it is down, wait for its health
   endpoint, and serve the ``distill-pipeline/local`` deployment from a background process.
 - ``trigger [-p key=value ...]``: check that the server and the deployment are up (saying how to
-  start them if not), then ``prefect deployment run distill-pipeline/local --watch``.
+  start them if not), then ``prefect deployment run distill-pipeline/local --watch``, streaming the
+  served process's output (the step running, the texts/s bars) to this terminal meanwhile.
 - ``ui``: start the MLflow UI on 127.0.0.1:5000 against the project's store.
 - ``stop``: stop what ``serve`` and ``ui`` started.
 
-Everything binds 127.0.0.1 only. Background processes write logs and pid files under ``.prefect/``.
+Everything binds 127.0.0.1 only, on ports 4200 and 5000 unless ``DISTILL_PREFECT_PORT`` /
+``DISTILL_MLFLOW_PORT`` say otherwise (tests use free ports of their own). Background processes write
+logs and pid files under ``.prefect/``.
 """
 
 from __future__ import annotations
@@ -29,8 +32,13 @@ from typing import Any
 from distill.config import deep_merge, load_params, parse_override
 from distill.tracking import artifact_root, tracking_uri
 
-PREFECT_URL = "http://127.0.0.1:4200"
-MLFLOW_URL = "http://127.0.0.1:5000"
+PREFECT_PORT = int(os.environ.get("DISTILL_PREFECT_PORT", "4200"))
+MLFLOW_PORT = int(os.environ.get("DISTILL_MLFLOW_PORT", "5000"))
+PREFECT_URL = f"http://127.0.0.1:{PREFECT_PORT}"
+MLFLOW_URL = f"http://127.0.0.1:{MLFLOW_PORT}"
+# Environment settings beat prefect.toml: the server, the served flow, the CLI and this process's
+# client all use the chosen port.
+os.environ.update({"PREFECT_API_URL": f"{PREFECT_URL}/api", "PREFECT_SERVER_API_PORT": str(PREFECT_PORT)})
 DEPLOYMENT = "distill-pipeline/local"
 STATE = Path(".prefect")
 BIN = Path(sys.executable).parent
@@ -52,15 +60,31 @@ def prefect_up() -> bool:
     return _get(f"{PREFECT_URL}/api/health") is not None
 
 
-def _pid_alive(name: str) -> bool:
+def _start_time(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (/proc/<pid>/stat field 22), or None."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def _recorded_pid(name: str) -> int | None:
+    """The pid in .prefect/<name>.pid if that process still runs: its start time must match the one
+    recorded, so a reused pid is never taken for (or signalled as) ours."""
     pid_file = STATE / f"{name}.pid"
     if not pid_file.is_file():
-        return False
+        return None
     try:
-        os.kill(int(pid_file.read_text()), 0)
-    except (ValueError, ProcessLookupError, PermissionError):
-        return False
-    return True
+        pid_text, started = pid_file.read_text().split()
+        pid = int(pid_text)
+    except ValueError:
+        return None
+    return pid if _start_time(pid) == started else None
+
+
+def _pid_alive(name: str) -> bool:
+    return _recorded_pid(name) is not None
 
 
 def _spawn(name: str, command: list[str], env: dict[str, str] | None = None) -> None:
@@ -71,7 +95,7 @@ def _spawn(name: str, command: list[str], env: dict[str, str] | None = None) -> 
         command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
         env={**os.environ, **(env or {})},
     )
-    (STATE / f"{name}.pid").write_text(str(process.pid))
+    (STATE / f"{name}.pid").write_text(f"{process.pid} {_start_time(process.pid)}")
 
 
 def _wait(check, what: str, log_name: str, timeout: float) -> None:
@@ -102,7 +126,7 @@ def deployment_served(since: float = 0.0) -> bool:
 def serve(timeout: float = 120) -> None:
     if not prefect_up():
         print(f"starting the Prefect server on {PREFECT_URL} …")
-        _spawn("server", [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", "4200"])
+        _spawn("server", [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(PREFECT_PORT)])
         _wait(prefect_up, "the Prefect server", "server", timeout)
     print(f"Prefect server is up: {PREFECT_URL}")
     if not _pid_alive("serve"):
@@ -129,7 +153,19 @@ def trigger(parameters: list[str], watch: bool = True) -> int:
         command.append("--watch")
     for name, value in flow_parameters(parameters).items():
         command += ["-p", f"{name}={json.dumps(value)}"]
-    return subprocess.run(command).returncode
+    log_path = STATE / "serve.log"
+    with log_path.open("rb") as served_output:
+        served_output.seek(0, os.SEEK_END)
+        process = subprocess.Popen(command)
+        while True:
+            finished = process.poll() is not None
+            chunk = served_output.read()
+            if chunk:
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.flush()
+            if finished:
+                return process.returncode
+            time.sleep(0.3)
 
 
 def flow_parameters(dotted: list[str]) -> dict[str, Any]:
@@ -151,7 +187,7 @@ def ui(timeout: float = 90) -> None:
         _spawn(
             "mlflow-ui",
             [
-                str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", "5000", "--workers", "1",
+                str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(MLFLOW_PORT), "--workers", "1",
                 "--backend-store-uri", store,
                 "--default-artifact-root", artifact_root(store) or Path("mlartifacts").resolve().as_uri(),
             ],
@@ -163,8 +199,8 @@ def ui(timeout: float = 90) -> None:
 
 def stop(timeout: float = 30) -> None:
     for name in ("serve", "server", "mlflow-ui"):
-        if _pid_alive(name):
-            pid = int((STATE / f"{name}.pid").read_text())
+        pid = _recorded_pid(name)
+        if pid is not None:
             os.killpg(pid, signal.SIGTERM)
             _wait(lambda: not _pid_alive(name), f"stopping {name}", name, timeout)
             print(f"stopped {name} (pid {pid})")

@@ -3,8 +3,16 @@ import json
 import pytest
 
 from distill.config import RetrievalSet, StsSet
-from distill.evalsets import load_retrieval, load_sts
-from distill.prepare import DataError
+from distill.errors import DataError
+from distill.evaluation import RetrievalEvaluator, StsEvaluator
+
+
+def load_retrieval(spec):
+    return RetrievalEvaluator.load(spec, None, 0, "passage")
+
+
+def load_sts(spec):
+    return StsEvaluator.load(spec, None, 0, "sentence")
 from tests.conftest import SHARED_DATA, needs_shared
 
 
@@ -19,10 +27,10 @@ def beir(tmp_path, qrels_rows):
 
 
 def test_beir_folder_loads(tmp_path):
-    data = load_retrieval(beir(tmp_path, ["q0\td1\t2", "q1\td0\t0"]))
+    data = load_retrieval(beir(tmp_path, ["q0\td1\t2", "q1\td0\t1"]))
     assert data.queries == ["query 0", "query 1"]
     assert data.documents[1] == "T1 doc 1"
-    assert data.qrels == [{1: 2}, {0: 0}]
+    assert data.qrels == {"0": {"1": 2}, "1": {"0": 1}}
 
 
 def test_qrels_naming_unknown_documents_is_an_error(tmp_path):
@@ -40,8 +48,8 @@ def test_missing_eval_files_are_errors(tmp_path):
 @needs_shared
 def test_shared_benchmark_sets_load():
     sts = load_sts(StsSet(name="stsb", type="sts", path=str(SHARED_DATA / "stsb/sts-test.csv")))
-    assert len(sts.scores) == 1379
+    assert len(sts.scores) == 1379 and len(sts.texts()) == 2 * 1379
     for name, judged in (("msmarco", 43), ("dbpedia", 40)):
         data = load_retrieval(RetrievalSet(name=name, type="retrieval", path=str(SHARED_DATA / "retrieval" / name)))
         assert len(data.documents) == 5000
-        assert sum(any(r > 0 for r in q.values()) for q in data.qrels) == judged
+        assert len(data.queries) == len(data.qrels) == judged
