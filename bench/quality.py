@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from distill.config import load_params
+from distill.lock import pipeline_lock
 from distill.pipeline import run_step
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,10 +53,11 @@ def main() -> int:
     os.chdir(ROOT)  # params paths (outputs, ../shared/data) are relative to the project root
     params = load_params([ROOT / "params.yaml", ROOT / "params/benchmark.yaml"], args.set)
     timings = {}
-    for step in args.steps.split(","):
-        start = time.perf_counter()
-        run_step(step, params)
-        timings[step] = time.perf_counter() - start
+    with pipeline_lock(params.paths.lock):  # held across all steps: no other run slips in between
+        for step in args.steps.split(","):
+            start = time.perf_counter()
+            run_step(step, params)
+            timings[step] = time.perf_counter() - start
     m = json.loads((Path(params.paths.metrics) / "eval.json").read_text())
 
     lines = [f"model        STS-B test  msmarco  dbpedia  mean nDCG  R@100 ms  R@100 db  MRR@10 ms  MRR@10 db  "

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from distill.config import load_params
+from distill.config import deep_merge, load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -59,12 +59,15 @@ def tiny_params_dict(root: Path) -> dict:
     }
 
 
-@pytest.fixture
-def tiny_params(tmp_path):
-    data = tiny_params_dict(tmp_path)
-    path = tmp_path / "params.yaml"
+def write_tiny_params(root: Path, **sections) -> Path:
+    """``root/params.yaml``: the tiny config with its own MLflow store, each of ``sections`` merged
+    into its section (``train={"max_steps": 2}``)."""
+    data = tiny_params_dict(root)
+    data["tracking"] = {"tracking_uri": f"sqlite:///{root / 'mlflow.db'}"}
+    data = deep_merge(data, sections)
+    path = root / "params.yaml"
     path.write_text(yaml.safe_dump(data))
-    return load_params(path)
+    return path
 
 
 @pytest.fixture(scope="session")
@@ -79,12 +82,7 @@ def finished_pipeline(tmp_path_factory):
     """prepare → label → train → evaluate once on the tiny config; returns (params, metrics)."""
     from distill import evaluate, label, prepare, train
 
-    root = tmp_path_factory.mktemp("pipeline")
-    data = tiny_params_dict(root)
-    data["tracking"] = {"tracking_uri": f"sqlite:///{root / 'mlflow.db'}"}
-    path = root / "params.yaml"
-    path.write_text(yaml.safe_dump(data))
-    params = load_params(path)
+    params = load_params(write_tiny_params(tmp_path_factory.mktemp("pipeline")))
     prepare.run(params)
     label.run(params)
     train.run(params)

@@ -65,3 +65,24 @@ def test_flatten_uses_dotted_keys_and_yaml_spelling():
     assert flat["train.epochs"] == 1
     assert flat["register.model_name"] == "distilled-student"
     assert flat["corpus.sources.0.type"] == "bbc"
+
+
+def test_params_yaml_is_exactly_the_defaults():
+    """Defaults live in config.py; params.yaml spells out every section key with its default value."""
+    from distill.config import Params
+
+    assert load_params(ROOT / "params.yaml") == Params()
+    written = yaml.safe_load((ROOT / "params.yaml").read_text())
+    defaults = Params().model_dump(mode="json", by_alias=True)
+    for section, values in defaults.items():
+        if isinstance(values, dict):
+            assert set(written[section]) == set(values), section
+
+
+def test_primary_metric_typo_fails_before_any_step(tmp_path):
+    with pytest.raises(ParamsError, match=r"register\.primary_metric 'mean_scor'.*expected one of \['mean_score'"):
+        load_params(write(tmp_path, {"register": {"primary_metric": "mean_scor"}}))
+    params = load_params(write(tmp_path, {"register": {"primary_metric": "bbc_topics/accuracy"}}))
+    assert params.registry.primary_metric == "bbc_topics/accuracy"
+    with pytest.raises(ParamsError, match="bbc_fidelity/sim_spearman"):  # fidelity is never primary
+        load_params(write(tmp_path, {"register": {"primary_metric": "bbc_fidelity/sim_spearman"}}))

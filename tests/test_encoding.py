@@ -14,3 +14,26 @@ def test_token_budget_batches_match_plain_encode(minilm, tmp_path):
     assert encoder.misses == len(texts)
     encoder.encode(texts, "passage")
     assert encoder.misses == len(texts)  # second call is all hits
+
+
+def test_progress_moves_once_per_batch(minilm, tmp_path):
+    texts = [f"text number {i} " * (1 + i % 7) for i in range(40)]
+    encoder = Encoder(minilm, "teacher", tmp_path, token_budget=128, shard_size=1000)
+    batches = encoder.token_batches(texts, "passage")
+    assert len(batches) > 3 and sorted(i for b in batches for i in b) == list(range(40))
+    updates = []
+    encoder.budget_encode(texts, "passage", on_batch=updates.append)
+    assert updates == [len(b) for b in batches]  # one bar update per forward pass, not per shard
+
+
+def test_no_prompt_means_no_default_prompt(minilm, tmp_path):
+    """The cache key says "no prompt", so a model's own default prompt must not apply either."""
+    minilm.prompts = {"passage": "passage: "}
+    minilm.default_prompt_name = "passage"
+    try:
+        encoder = Encoder(minilm, "teacher", tmp_path)
+        np.testing.assert_allclose(encoder.raw_encode(["hello"], "passage"),
+                                   minilm.encode(["hello"], prompt="", normalize_embeddings=True), atol=1e-6)
+        assert encoder.spec("passage")["prompt"] == ""
+    finally:
+        minilm.prompts, minilm.default_prompt_name = {}, None

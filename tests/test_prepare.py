@@ -128,3 +128,17 @@ def test_decontamination_drops_every_evaluation_text(tmp_path):
     assert sorted(texts) == sorted(kept)
     summary = json.loads((tmp_path / "prepared" / "summary.json").read_text())
     assert summary["decontamination"] == {"dropped_texts": 3, "evaluation_texts": 4, "sets": ["test", "dev"]}
+
+
+def test_evaluation_samples_span_topics_and_documents():
+    from distill.config import load_params
+    from distill.sampling import spread_sample
+    from tests.conftest import ROOT
+
+    params = load_params(ROOT / "params.yaml")
+    heldout = build_corpus(params.corpus, params.seed)[0].query("split == 'heldout'")
+    sample = spread_sample(heldout, 40, params.seed, "eval/fidelity")
+    assert len(sample) == 40
+    assert set(sample["label"]) == set(heldout["label"])  # every topic, tech included
+    assert sample["doc_id"].nunique() == 40  # one text per document before any second one
+    assert spread_sample(heldout, 40, params.seed, "eval/fidelity")["text"].tolist() == sample["text"].tolist()

@@ -73,7 +73,7 @@ def test_champion_only_for_a_student_better_than_baseline_and_champion(workspace
     assert second.alias == "challenger" and second.champion_version == first.version
     assert "does not beat the champion beyond noise" in second.reason
     client = client_for(workspace)
-    assert client.get_model_version_by_alias(workspace.registry.model_name, "champion").version == str(first.version)
+    assert int(client.get_model_version_by_alias(workspace.registry.model_name, "champion").version) == first.version
 
 
 def test_champion_scored_on_another_spec_is_re_evaluated(workspace, caplog):

@@ -8,21 +8,16 @@ import time
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from distill import label
 from distill.encoding import teacher_encoder
 from distill.config import load_params
 from distill.readers import load_corpus
-from tests.conftest import ROOT, tiny_params_dict
+from tests.conftest import ROOT, write_tiny_params
 
 
 def test_label_resumes_after_kill(tmp_path):
-    data = tiny_params_dict(tmp_path)
-    data["teacher"]["shard_size"] = 8
-    data["teacher"]["batch_size"] = 8
-    path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(data))
+    path = write_tiny_params(tmp_path, teacher={"shard_size": 8, "batch_size": 8})
     params = load_params(path)
     command = [sys.executable, "-m", "distill", "{}", "--params", str(path)]
     subprocess.run([c.format("prepare") for c in command], check=True, cwd=ROOT, capture_output=True)

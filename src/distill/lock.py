@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,14 +14,17 @@ class PipelineBusyError(RuntimeError):
     """Another process holds the pipeline lock."""
 
 
-_held: set[str] = set()
+# Re-entrant per thread, not per process: another thread of the same process opens its own file
+# description, and flock then refuses it like any other holder.
+_local = threading.local()
 
 
 @contextmanager
 def pipeline_lock(path: str | Path) -> Iterator[None]:
-    """Hold an exclusive, non-blocking lock on ``path`` (re-entrant within one process)."""
+    """Hold an exclusive, non-blocking lock on ``path`` (re-entrant within one thread)."""
     key = str(Path(path).resolve())
-    if key in _held:
+    held: set[str] = _local.__dict__.setdefault("held", set())
+    if key in held:
         yield
         return
     Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -39,11 +43,11 @@ def pipeline_lock(path: str | Path) -> Iterator[None]:
         handle.truncate()
         handle.write(f"pid {os.getpid()}")
         handle.flush()
-        _held.add(key)
+        held.add(key)
         try:
             yield
         finally:
-            _held.discard(key)
+            held.discard(key)
             fcntl.flock(handle, fcntl.LOCK_UN)
     finally:
         handle.close()

@@ -115,9 +115,9 @@ def training_plot(train_csv: Path, eval_csv: Path, path: Path) -> None:
 
 def report_text(params: Params, flat: dict, versus_baseline: Interval, images: str) -> str:
     quality = [f"`{s.name}/{s.primary_metric}`" for s in params.eval.sets if is_quality_set(s)]
-    return f"""# Distillation report
+    return f"""{verdict(params, flat, versus_baseline)}
 
-{verdict(params, flat, versus_baseline)}
+# Distillation report
 
 Teacher `{params.teacher.model}` → student {describe(params)}, loss `{params.train.loss}`,
 {params.train.epochs} epoch(s). Mean score: the mean of {", ".join(quality) or "no quality set"}, the
