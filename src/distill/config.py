@@ -232,7 +232,7 @@ class EvalConfig(_Section):
     batch_size: int = Field(default=64, gt=0)
     # Throughput: every model encodes the same seeded sample of held-out texts with batch_size and the
     # same threads, in alternating repeats after a warm-up; the median and spread are reported.
-    throughput_texts: int = Field(default=256, gt=0)
+    throughput_texts: int = Field(default=128, gt=0)
     throughput_warmup: int = Field(default=64, ge=0)
     throughput_repeats: int = Field(default=3, gt=0)
 
