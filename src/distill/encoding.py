@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from importlib.metadata import version as package_version
@@ -98,7 +99,9 @@ class Encoder:
             batches[-1].append(index)
         return batches
 
-    def budget_encode(self, texts: list[str], text_type: str, on_batch=None) -> np.ndarray:
+    def budget_encode(
+        self, texts: list[str], text_type: str, on_batch: Callable[[int], None] | None = None
+    ) -> np.ndarray:
         """Like :meth:`raw_encode`, in :meth:`token_batches`; ``on_batch(n)`` after each batch."""
         out = np.empty((len(texts), self.model.get_embedding_dimension()), dtype=np.float32)
         for batch in self.token_batches(texts, text_type) if texts else []:

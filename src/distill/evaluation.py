@@ -82,10 +82,6 @@ class Evaluator(ABC):
     def primary_on(items: Items, index: np.ndarray) -> float:
         """The primary metric on the items at ``index`` (a bootstrap resample)."""
 
-    @staticmethod
-    def item_count(items: Items) -> int:
-        return len(next(iter(items.values())))
-
 
 class StsEvaluator(Evaluator):
     """Spearman ×100 between the cosine of each sentence pair and its human score."""
