@@ -52,6 +52,7 @@ def tiny_params_dict(root: Path) -> dict:
             "throughput_warmup": 8,
             "sets": [
                 {"name": "fid", "type": "fidelity", "max_texts": 40},
+                {"name": "headlines", "type": "title_retrieval"},
                 {"name": "topics", "type": "classification"},
                 {"name": "clusters", "type": "clustering"},
             ],

@@ -53,3 +53,23 @@ def test_shared_benchmark_sets_load():
         data = load_retrieval(RetrievalSet(name=name, type="retrieval", path=str(SHARED_DATA / "retrieval" / name)))
         assert len(data.documents) == 5000
         assert len(data.queries) == len(data.qrels) == judged
+
+
+def test_title_retrieval_relates_each_title_to_its_own_passages():
+    import pandas as pd
+
+    from distill.config import TitleRetrievalSet
+    from distill.evaluation import TitleRetrievalEvaluator
+
+    heldout = pd.DataFrame({
+        "text": ["rupee rises", "markets cheer", "team wins final", "fans celebrate", "untitled note"],
+        "doc_id": ["a", "a", "b", "b", "c"],
+        "title": ["Rupee hits high", "Rupee hits high", "Cup final won", "Cup final won", None],
+    })
+    evaluator = TitleRetrievalEvaluator.load(TitleRetrievalSet(name="t", type="title_retrieval"), heldout, 0, "passage")
+    assert evaluator.queries == ["Rupee hits high", "Cup final won"]
+    assert evaluator.documents == heldout["text"].tolist()  # every held-out passage is a candidate
+    assert evaluator.qrels == {"0": {"0": 1, "1": 1}, "1": {"2": 1, "3": 1}}
+    with pytest.raises(DataError, match="no document titles"):
+        TitleRetrievalEvaluator.load(TitleRetrievalSet(name="t", type="title_retrieval"),
+                                     heldout.assign(title=None), 0, "passage")

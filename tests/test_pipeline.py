@@ -29,9 +29,10 @@ def test_metrics_are_complete_finite_and_in_range(finished_pipeline):
     on_disk = json.loads((Path(params.paths.metrics) / "eval.json").read_text())
     assert on_disk == flat
     for role in ("teacher", "baseline", "student"):
-        for key in ("topics/accuracy", "clusters/v_measure", "mean_score"):
+        primaries = ("headlines/ndcg@10", "topics/accuracy", "clusters/v_measure")
+        for key in (*primaries, "headlines/recall@100", "headlines/mrr@10", "mean_score"):
             assert 0 <= flat[f"{role}/{key}"] <= 100, f"{role}/{key}"
-        mean = np.mean([flat[f"{role}/topics/accuracy"], flat[f"{role}/clusters/v_measure"]])
+        mean = np.mean([flat[f"{role}/{key}"] for key in primaries])
         assert abs(flat[f"{role}/mean_score"] - mean) < 1e-3
         assert flat[f"{role}/texts_per_s_min"] <= flat[f"{role}/texts_per_s"] <= flat[f"{role}/texts_per_s_max"]
         assert flat[f"{role}/parameters"] > 0 and flat[f"{role}/size_mb"] > 0

@@ -180,6 +180,17 @@ class RetrievalSet(_Section):
     split: str = "test"
 
 
+class TitleRetrievalSet(_Section):
+    """Retrieval on held-out documents that have a title (BBC headlines): each title is a query, its
+    document's passages are the relevant ones, every held-out passage is a candidate. Hundreds of
+    queries from text no model trained on, so intervals are tight enough to tell a gain from noise."""
+
+    primary_metric: ClassVar[str] = "ndcg@10"
+    name: str
+    type: Literal["title_retrieval"]
+    max_queries: int | None = Field(default=None, gt=1)
+
+
 class FidelitySet(_Section):
     """Held-out corpus texts; how closely a student's pairwise similarities follow the teacher's.
     Reported beside the quality sets, never averaged into the mean score."""
@@ -208,14 +219,17 @@ class LabelledSet(_Section):
         return self.primary_metrics[self.type]
 
 
-EvalSet = Annotated[Union[StsSet, RetrievalSet, FidelitySet, LabelledSet], Field(discriminator="type")]
+EvalSet = Annotated[
+    Union[StsSet, RetrievalSet, TitleRetrievalSet, FidelitySet, LabelledSet], Field(discriminator="type")
+]
 CorpusConfig.model_rebuild()
 
 
 def default_eval_sets() -> list:
-    """Fidelity, topic classification and topic clustering on held-out BBC articles."""
+    """Fidelity, headline retrieval, topic classification and topic clustering on held-out BBC articles."""
     return [
         FidelitySet(name="bbc_fidelity", type="fidelity", max_texts=300),
+        TitleRetrievalSet(name="bbc_headlines", type="title_retrieval"),
         LabelledSet(name="bbc_topics", type="classification"),
         LabelledSet(name="bbc_clusters", type="clustering"),
     ]

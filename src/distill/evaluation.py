@@ -173,6 +173,34 @@ class RetrievalEvaluator(Evaluator):
         return float(items["ndcg@10"][index].mean() * 100)
 
 
+class TitleRetrievalEvaluator(RetrievalEvaluator):
+    """Held-out titles as queries; relevant: the passages of the title's own document; candidates:
+    every held-out passage. Scored exactly as :class:`RetrievalEvaluator`. Queries are ``query``
+    texts, passages ``passage`` texts, as in any retrieval set."""
+
+    uses_heldout = True
+
+    @classmethod
+    def load(cls, spec, heldout, seed, text_type):
+        if heldout is None or "title" not in heldout or heldout["title"].isna().all():
+            raise DataError(
+                f"eval set {spec.name}: the held-out corpus has no document titles; title_retrieval needs a "
+                "source with titles (the bbc source) or remove the set (re-run prepare if the corpus predates titles)"
+            )
+        documents = heldout["text"].tolist()
+        titled = heldout[heldout["title"].notna()].drop_duplicates("doc_id")
+        if spec.max_queries:
+            titled = spread_sample(titled, spec.max_queries, seed, f"eval/{spec.name}")
+        doc_rows: dict[str, list[int]] = {}
+        for row, doc_id in enumerate(heldout["doc_id"]):
+            doc_rows.setdefault(str(doc_id), []).append(row)
+        queries = titled["title"].astype(str).tolist()
+        qrels = {str(q): {str(row): 1 for row in doc_rows[str(doc)]} for q, doc in enumerate(titled["doc_id"])}
+        if len(queries) < 2:
+            raise DataError(f"eval set {spec.name}: needs at least 2 titled held-out documents, found {len(queries)}")
+        return cls(spec, queries=queries, documents=documents, qrels=qrels, files=[])
+
+
 class LabelledEvaluator(Evaluator):
     """Labelled texts split by document into a probe-train half and a test half."""
 
@@ -296,6 +324,7 @@ class FidelityEvaluator(Evaluator):
 EVALUATORS: dict[str, type[Evaluator]] = {
     "sts": StsEvaluator,
     "retrieval": RetrievalEvaluator,
+    "title_retrieval": TitleRetrievalEvaluator,
     "classification": ClassificationEvaluator,
     "clustering": ClusteringEvaluator,
     "fidelity": FidelityEvaluator,

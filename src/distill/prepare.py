@@ -1,6 +1,6 @@
 """Step 1, prepare: read corpus sources, clean, cap and split train / held-out by document.
 
-Output: ``<paths.prepared>/corpus.parquet`` (columns ``text, doc_id, source, label, split``) and
+Output: ``<paths.prepared>/corpus.parquet`` (columns ``text, doc_id, source, label, title, split``) and
 ``summary.json``. Held-out documents feed fidelity and, where they carry labels, the
 classification / clustering evaluations; no held-out text is trained on.
 """
@@ -44,6 +44,7 @@ class Record:
     doc_id: str
     source: str
     label: str | None = None
+    title: str | None = None  # the document's title (BBC headline), never a training text itself
 
 
 # -- splitting texts ---------------------------------------------------------------------------
@@ -100,7 +101,7 @@ def read_bbc(source: BbcSource, passage_chars: int) -> Iterator[Record]:
         title, _, body = text.partition("\n")
         doc_id = f"bbc/{topic}/{path.stem}"
         for text in _units(body, source.unit, passage_chars):
-            yield Record(text, doc_id, "bbc", topic)
+            yield Record(text, doc_id, "bbc", topic, title.strip() or None)
 
 
 def read_file(source: FileSource, passage_chars: int) -> Iterator[Record]:
@@ -172,7 +173,7 @@ def clean(records: list[Record], config: CorpusConfig) -> list[Record]:
         if text in seen:
             continue
         seen.add(text)
-        out.append(Record(text, record.doc_id, record.source, record.label))
+        out.append(Record(text, record.doc_id, record.source, record.label, record.title))
     return out
 
 

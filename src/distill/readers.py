@@ -105,7 +105,7 @@ def read_stsb_pairs(path: Path) -> list[tuple[str, str, float]]:
 
 
 def load_corpus(prepared_dir: str | Path) -> pd.DataFrame:
-    """The prepared corpus: columns ``text, doc_id, source, label, split``."""
+    """The prepared corpus: columns ``text, doc_id, source, label, title, split``."""
     path = Path(prepared_dir) / CORPUS_FILE
     if not path.is_file():
         raise DataError(f"{path} does not exist: run the prepare step first (python -m distill prepare)")
