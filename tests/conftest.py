@@ -30,6 +30,7 @@ def tiny_params_dict(root: Path) -> dict:
         "paths": {
             "prepared": str(root / "data/prepared"),
             "teacher_cache": str(root / "data/teacher"),
+            "mined": str(root / "data/mined"),
             "eval_cache": str(root / "data/eval_cache"),
             "student": str(root / "models/student"),
             "metrics": str(root / "metrics"),

@@ -5,7 +5,7 @@ is a hash of everything that changes an embedding except the text (model weight 
 max sequence length, normalisation); within it each row is keyed by a hash of the text. Changing any
 of those settings therefore misses exactly the texts it must, and nothing else.
 
-Shards are float16, written to a temporary name and renamed, so a killed run leaves only whole
+Shards are float16 (``dtype``; scores from rerankers are kept as float32), written to a temporary name and renamed, so a killed run leaves only whole
 shards. On open every shard on disk is validated (row count, shape, finite values); broken ones are
 deleted and recomputed.
 """
@@ -54,6 +54,7 @@ class EmbeddingCache:
     root: Path
     spec: dict[str, Any]
     stats: CacheStats = field(default_factory=CacheStats)
+    dtype: str = "float16"
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
@@ -143,7 +144,7 @@ class EmbeddingCache:
         self.directory.mkdir(parents=True, exist_ok=True)
         name = f"shard-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.npz"
         keys = np.frombuffer(b"".join(text_key(t) for t in texts), dtype=np.uint8).reshape(-1, KEY_BYTES)
-        half = embeddings.astype(np.float16)
+        half = embeddings.astype(self.dtype)
         with atomic_file(self.directory / name, "wb") as handle:
             np.savez(handle, keys=keys, embeddings=half)
         self.dim = half.shape[1]
@@ -158,7 +159,7 @@ class EmbeddingCache:
             {
                 "spec": self.spec,
                 "dim": self.dim,
-                "dtype": "float16",
+                "dtype": self.dtype,
                 "rows": len(self._index),
                 "shards": {name: len(shard) for name, shard in sorted(self._shards.items())},
             },

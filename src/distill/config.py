@@ -33,6 +33,7 @@ class PathsConfig(_Section):
 
     prepared: str = "data/prepared"
     teacher_cache: str = "data/teacher"
+    mined: str = "data/mined"  # training queries with teacher-mined candidates and teacher scores
     eval_cache: str = "data/eval_cache"
     # The folder of evaluation files that the DVC stages depend on: put (or `dvc import`) the files
     # of eval.sets and corpus.exclude_sets here, so changing one reruns prepare and evaluate.
@@ -54,6 +55,10 @@ class TeacherConfig(_Section):
     token_budget: int | None = Field(default=8192, gt=0)
     shard_size: int = Field(default=1024, gt=0)
     prompts: dict[str, str] = Field(default_factory=dict)
+    # Weights dtype: auto = bfloat16 (or float16) on a CUDA GPU, float32 on CPU, where bf16 matmul is
+    # hundreds of times slower. attn_implementation goes to transformers (sdpa, flash_attention_2, eager).
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    attn_implementation: str | None = None
 
 
 class StudentConfig(_Section):
@@ -124,6 +129,47 @@ class StsbSource(_Section):
     path: str
 
 
+class TitleQueries(_Section):
+    """Each training document's title (BBC headline) as a query for that document's passages."""
+
+    type: Literal["titles"]
+
+
+class InverseClozeQueries(_Section):
+    """Inverse cloze task (Lee et al., 2019, https://arxiv.org/abs/1906.00300): a sentence taken out
+    of a training passage is the query, the rest of the passage its positive."""
+
+    type: Literal["inverse_cloze"]
+    per_document: int = Field(default=1, gt=0)
+    min_sentences: int = Field(default=3, ge=2)  # the passage keeps at least min_sentences - 1
+
+
+class FileQueries(_Section):
+    """User queries, one per line (``.txt``) or a column of a ``.jsonl``/``.csv``/``.parquet`` file;
+    their candidates are mined from the training corpus by the teacher."""
+
+    type: Literal["file"]
+    path: str
+    column: str = "query"
+
+
+class HubQueries(_Section):
+    """Queries from a Hugging Face Hub dataset column (needs network access)."""
+
+    type: Literal["hub"]
+    name: str
+    config: str | None = None
+    split: str = "train"
+    column: str = "query"
+    revision: str | None = None
+    max_queries: int | None = Field(default=None, gt=0)
+
+
+QuerySource = Annotated[
+    Union[TitleQueries, InverseClozeQueries, FileQueries, HubQueries], Field(discriminator="type")
+]
+
+
 CorpusSource = Annotated[
     Union[BbcSource, FileSource, FolderSource, HubSource, StsbSource], Field(discriminator="type")
 ]
@@ -140,6 +186,11 @@ class CorpusConfig(_Section):
     # Sets never evaluated here but used to choose recipes (e.g. STS-B dev): their texts are dropped
     # from the corpus like every evaluation set's.
     exclude_sets: list["EvalSet"] = Field(default_factory=list)
+    # Query-shaped training data without human labels, from training documents only; decontaminated
+    # like the corpus. Empty: the candidate objectives of train.objectives have no data.
+    queries: list[QuerySource] = Field(
+        default_factory=lambda: [TitleQueries(type="titles"), InverseClozeQueries(type="inverse_cloze")]
+    )
 
     @model_validator(mode="after")
     def _check_sources(self) -> "CorpusConfig":
@@ -148,17 +199,121 @@ class CorpusConfig(_Section):
         return self
 
 
+class BiEncoderScorer(_Section):
+    """The teacher's own cosine similarities (free: its embeddings are cached)."""
+
+    type: Literal["bi_encoder"]
+
+
+class CrossEncoderScorer(_Section):
+    """A ``sentence_transformers.CrossEncoder`` reranker (hub id or local path); logits as scores."""
+
+    type: Literal["cross_encoder"]
+    model: str
+    revision: str | None = None
+    max_length: int | None = Field(default=512, gt=0)
+    batch_size: int = Field(default=32, gt=0)
+
+
+class CausalLMScorer(_Section):
+    """A decoder LLM as a pointwise reranker, as RankLLaMA / monoT5-style prompting: the score is
+    log p("yes") − log p("no") for the next token after ``template``."""
+
+    type: Literal["causal_lm"]
+    model: str
+    revision: str | None = None
+    template: str = "Query: {query}\nDocument: {passage}\nIs the document relevant to the query? Answer:"
+    yes_token: str = " yes"
+    no_token: str = " no"
+    max_length: int = Field(default=512, gt=0)
+    batch_size: int = Field(default=8, gt=0)
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+
+
+Scorer = Annotated[Union[BiEncoderScorer, CrossEncoderScorer, CausalLMScorer], Field(discriminator="type")]
+
+
+class MiningConfig(_Section):
+    """Candidates for each training query from the teacher's ranking of the training passages."""
+
+    # The positive is the teacher's best passage among the query's known positives (its document's
+    # passages, its cloze context), or its top-ranked passage for a user query.
+    negatives: int = Field(default=7, gt=0)
+    # Hard negatives are drawn from teacher ranks [rank_start, rank_end) (0 = the best)...
+    rank_start: int = Field(default=2, ge=0)
+    rank_end: int = Field(default=40, gt=1)
+    # ...skipping passages of the query's own document and any scored within margin of the positive
+    # by the bi-encoder teacher (likely unlabelled positives).
+    margin: Float = Field(default=0.05, ge=0)
+    scorer: Scorer = Field(default_factory=lambda: BiEncoderScorer(type="bi_encoder"))
+
+    @model_validator(mode="after")
+    def _check_window(self) -> "MiningConfig":
+        if self.rank_end - self.rank_start < self.negatives:
+            raise ValueError(
+                f"mining.rank_end - mining.rank_start ({self.rank_end} - {self.rank_start}) must be at least "
+                f"mining.negatives ({self.negatives})"
+            )
+        return self
+
+
+TEXT_OBJECTIVES = ("similarity", "mse", "cosine")
+CANDIDATE_OBJECTIVES = ("margin_mse", "kl", "mnrl", "relative")
+
+
 class TrainConfig(_Section):
-    loss: Literal["mse", "cosine", "similarity"] = "similarity"
+    # Weighted objectives. On corpus texts with teacher embeddings: similarity (in-batch similarity
+    # matrices), mse and cosine (embeddings; teacher space, with a projection when dims differ). On
+    # mined query candidates with teacher scores: margin_mse, kl (listwise), mnrl (teacher positive vs
+    # hard and in-batch negatives), relative (Jasper's pairwise rank term). Weight 0 = off.
+    objectives: dict[str, Float] = Field(default_factory=lambda: {"similarity": 1.0, "margin_mse": 1.0})
+    # asymmetric: only queries are encoded by the student, documents stay teacher-encoded ("LEAF:
+    # Knowledge Distillation of Text Embedding Models with Teacher-Aligned Representations", MongoDB, 2025): the student learns the teacher's space on query and
+    # passage texts (cosine/mse objectives), and evaluation adds a student-queries × teacher-documents row.
+    mode: Literal["symmetric", "asymmetric"] = "symmetric"
+    # Scores are compared as similarity / temperature: the student's cosine and the scorer's scores.
+    student_temperature: Float = Field(default=0.05, gt=0)
+    teacher_temperature: Float = Field(default=0.05, gt=0)
+    # MatryoshkaLoss around the candidate objectives at these dims (plus full); evaluated at each.
+    matryoshka_dims: list[int] = Field(default_factory=list)
     epochs: Float = Field(default=1.0, gt=0)
     max_steps: int = -1
     batch_size: int = Field(default=64, gt=0)
+    # Queries per batch of the candidate objectives: each brings 1 + mining.negatives passages.
+    candidate_batch_size: int = Field(default=16, gt=0)
     learning_rate: Float = Field(default=2e-5, gt=0)
     warmup_ratio: Float = Field(default=0.1, ge=0, lt=1)
     weight_decay: Float = Field(default=0.01, ge=0)
     eval_texts: int = Field(default=256, gt=0)
     eval_steps: int = Field(default=10, gt=0)
     log_steps: int = Field(default=5, gt=0)
+
+    @model_validator(mode="after")
+    def _check_objectives(self) -> "TrainConfig":
+        known = TEXT_OBJECTIVES + CANDIDATE_OBJECTIVES
+        unknown = sorted(set(self.objectives) - set(known))
+        if unknown:
+            raise ValueError(f"train.objectives: unknown {unknown}; expected names from {list(known)}")
+        if any(w < 0 for w in self.objectives.values()):
+            raise ValueError("train.objectives: weights must be >= 0")
+        if not any(w > 0 for w in self.objectives.values()):
+            raise ValueError("train.objectives: at least one objective needs a weight above 0")
+        if self.mode == "asymmetric" and not any(self.objectives.get(o, 0) > 0 for o in ("mse", "cosine")):
+            raise ValueError("train.mode asymmetric needs a teacher-space objective: give mse or cosine a weight")
+        if any(d <= 0 for d in self.matryoshka_dims):
+            raise ValueError("train.matryoshka_dims must be positive")
+        if self.matryoshka_dims and not self.uses(CANDIDATE_OBJECTIVES):
+            raise ValueError(
+                "train.matryoshka_dims wraps the candidate objectives (margin_mse, kl, mnrl, relative): give one a "
+                "weight (MatryoshkaLoss L2-normalises truncated dims, which suits score losses, not embedding MSE)"
+            )
+        return self
+
+    def weight(self, objective: str) -> float:
+        return float(self.objectives.get(objective, 0.0))
+
+    def uses(self, objectives: tuple[str, ...]) -> bool:
+        return any(self.weight(o) > 0 for o in objectives)
 
 
 class StsSet(_Section):
@@ -286,6 +441,7 @@ class Params(_Section):
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     student: StudentConfig = Field(default_factory=StudentConfig)
     corpus: CorpusConfig = Field(default_factory=CorpusConfig)
+    mining: MiningConfig = Field(default_factory=MiningConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)

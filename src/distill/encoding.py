@@ -130,6 +130,23 @@ class Encoder:
         return sum(c.stats.misses for c in self._caches.values())
 
 
+@dataclass
+class TruncatedEncoder:
+    """The first ``dim`` coordinates of ``encoder``'s embeddings, re-normalised: how a Matryoshka-trained
+    model is served at a smaller size. Reads through ``encoder``'s cache, so it costs no encoding."""
+
+    encoder: Encoder
+    dim: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.encoder.name}@{self.dim}"
+
+    def encode(self, texts: list[str], text_type: str, desc: str | None = None) -> np.ndarray:
+        full = self.encoder.encode(texts, text_type, desc)[:, : self.dim]
+        return full / np.maximum(np.linalg.norm(full, axis=1, keepdims=True), 1e-12)
+
+
 def teacher_encoder(params: Params, cache_root: str | Path) -> Encoder:
     """The teacher with its prompts and batching, caching under ``cache_root``."""
     teacher = params.teacher
@@ -139,6 +156,8 @@ def teacher_encoder(params: Params, cache_root: str | Path) -> Encoder:
         revision=teacher.revision,
         trust_remote_code=teacher.trust_remote_code,
         max_seq_length=teacher.max_seq_length,
+        dtype=teacher.dtype,
+        attn_implementation=teacher.attn_implementation,
     )
     return Encoder(
         model=model,

@@ -23,15 +23,23 @@ import torch
 
 from distill import metrics
 from distill.config import Params, is_quality_set
-from distill.encoding import Encoder, teacher_encoder
+from distill.encoding import Encoder, TruncatedEncoder, teacher_encoder
 from distill.errors import DataError
-from distill.evaluation import eval_spec, load_evaluators, primary_sets, role_items, score_model
+from distill.evaluation import (
+    Evaluator,
+    RetrievalEvaluator,
+    eval_spec,
+    load_evaluators,
+    primary_sets,
+    role_items,
+    score_model,
+)
 from distill.gate import paired_bootstrap
 from distill.models import load_model, model_info
 from distill.readers import load_corpus, load_corpus_summary
 from distill.report import write_outputs
 from distill.sampling import spread_sample
-from distill.student import base_student, shares_teacher_space, teacher_to_student_space
+from distill.student import base_student, load_distillation_info, shares_teacher_space, teacher_to_student_space
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +77,31 @@ def derived_metrics(results: dict[str, dict[str, float]], params: Params) -> dic
                 derived[f"{role}/retained_pct/{key.split('/')[0]}"] = 100 * results[role][key] / teacher[key]
         derived[f"{role}/speedup"] = results[role]["texts_per_s"] / teacher["texts_per_s"]
     return derived
+
+
+def variant_metrics(
+    student: Encoder, teacher: Encoder, evaluators: list[Evaluator], teacher_scores: dict[str, float], info: dict
+) -> dict[str, float]:
+    """Other ways to serve the distilled student, from cached embeddings (no extra encoding):
+
+    - ``student_dim<d>/…``: its embeddings truncated to each trained Matryoshka dimension;
+    - ``asymmetric/…``: when it lives in the teacher's space, its queries against the teacher's
+      documents on every retrieval set, with retained % of the teacher (the query side runs at the
+      student's speed-up)."""
+    flat: dict[str, float] = {}
+    quality = [e for e in evaluators if is_quality_set(e.spec)]
+    for dim in info.get("matryoshka_dims") or []:
+        scores, _ = score_model(TruncatedEncoder(student, dim), quality)
+        flat.update({f"student_dim{dim}/{key}": value for key, value in scores.items()})
+    if info.get("target_space") == "teacher":
+        for evaluator in (e for e in evaluators if isinstance(e, RetrievalEvaluator)):
+            result = evaluator(student, document_encoder=teacher)
+            flat.update({f"asymmetric/{evaluator.name}/{k}": v for k, v in result.scores.items()})
+            primary = f"{evaluator.name}/{evaluator.primary_metric}"
+            if teacher_scores.get(primary):
+                flat[f"asymmetric/retained_pct/{evaluator.name}"] = (
+                    100 * result.scores[evaluator.primary_metric] / teacher_scores[primary])
+    return flat
 
 
 def run(params: Params) -> dict[str, float | str]:
@@ -142,6 +175,8 @@ def run(params: Params) -> dict[str, float | str]:
         f"{role}/{key}": value for role, scores in results.items() for key, value in scores.items()
     }
     flat.update(derived_metrics(results, params))
+    flat.update(variant_metrics(encoders["student"], teacher, evaluators, results["teacher"],
+                                load_distillation_info(student_path)))
     flat.update({f"student/vs_baseline/{k}": v for k, v in versus_baseline.as_dict().items()})
     flat.update({
         "eval/threads": float(torch.get_num_threads()),

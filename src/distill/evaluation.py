@@ -155,9 +155,13 @@ class RetrievalEvaluator(Evaluator):
     def data_files(self):
         return self.files
 
-    def __call__(self, encoder, reference=None, to_reference_space=None):
+    def __call__(self, encoder, reference=None, to_reference_space=None, document_encoder=None):
+        """``document_encoder`` (default: ``encoder``) encodes the documents: asymmetric use, where a
+        student encodes the queries against documents the teacher encoded once."""
+        document_encoder = document_encoder or encoder
         queries = encoder.encode(self.queries, "query", desc=f"{encoder.name} {self.name} queries")
-        documents = encoder.encode(self.documents, "passage", desc=f"{encoder.name} {self.name} documents")
+        documents = document_encoder.encode(self.documents, "passage",
+                                            desc=f"{document_encoder.name} {self.name} documents")
         ranked, scores = metrics.top_k(queries, documents, k=100)
         run = {str(q): {str(d): float(s) for d, s in zip(ranked[q], scores[q])} for q in range(len(queries))}
         top10 = {q: dict(sorted(docs.items(), key=lambda x: -x[1])[:10]) for q, docs in run.items()}

@@ -1,30 +1,75 @@
-"""Step 2, label: embed every prepared corpus text with the teacher, through the label cache.
+"""Step 2, label: the teacher's embeddings of every prepared text and query, and its candidates and
+scores for every training query.
 
-Only texts missing from the cache are encoded, so a rerun after a crash or with more text pays only
-for what is new. Output: the cache under ``paths.teacher_cache`` (see :mod:`distill.cache`).
+Embeddings go through the label cache: only texts missing from it are encoded, so a rerun after a
+crash or with more text pays only for what is new. Corpus texts are ``corpus.text_type`` texts,
+queries ``query`` texts (each with the teacher's prompt for its type, e.g. an instruction for an
+LLM embedder). Then each training query gets a positive and hard negatives from the teacher's
+ranking of the training passages (:mod:`distill.mining`), scored by ``mining.scorer``: the teacher's
+cosines, or a reranker whose scores are cached too (:mod:`distill.scoring`).
+
+Outputs: the cache under ``paths.teacher_cache`` and ``<paths.mined>/candidates.parquet`` with
+``summary.json``.
 """
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
-from distill.config import Params
+from distill.config import BiEncoderScorer, Params
 from distill.encoding import Encoder, teacher_encoder
-from distill.readers import load_corpus
+from distill.io import atomic_dir, write_json
+from distill.mining import mine_candidates
+from distill.readers import CANDIDATES_FILE, SUMMARY_FILE, load_corpus, load_queries
+from distill.scoring import cached_scores, load_reranker
 
 log = logging.getLogger(__name__)
 
 
 def run(params: Params, encoder: Encoder | None = None) -> np.ndarray:
-    """Label the whole prepared corpus (train and held-out); returns the embeddings in corpus order."""
+    """Label the whole prepared corpus (train and held-out) and the training queries, then mine
+    candidates; returns the corpus embeddings in corpus order."""
     corpus = load_corpus(params.paths.prepared)
+    queries = load_queries(params.paths.prepared)
     encoder = encoder or teacher_encoder(params, params.paths.teacher_cache)
-    labels = encoder.encode(corpus["text"].tolist(), params.corpus.text_type, desc="teacher labels")
-    cache = encoder.cache(params.corpus.text_type)
+    text_type = params.corpus.text_type
+    labels = encoder.encode(corpus["text"].tolist(), text_type, desc="teacher labels")
+    cache = encoder.cache(text_type)
     log.info(
         "teacher labels: %d texts, %d cached, %d encoded in %.1fs, stored in %s",
         len(corpus), cache.stats.hits, cache.stats.misses, cache.stats.encode_seconds, cache.directory,
     )
+    candidates = pd.DataFrame(columns=["query", "kind", "candidates", "scores"])
+    dropped = 0
+    if len(queries):
+        query_embeddings = encoder.encode(queries["query"].tolist(), "query", desc="teacher queries")
+        contexts = sorted(set(queries["positive"].dropna()))
+        context_embeddings = encoder.encode(contexts, text_type, desc="teacher cloze contexts")
+        train_mask = (corpus["split"] == "train").to_numpy()
+        candidates, dropped = mine_candidates(
+            queries, query_embeddings, corpus[train_mask], labels[train_mask],
+            dict(zip(contexts, context_embeddings)), params.mining,
+        )
+        if not isinstance(params.mining.scorer, BiEncoderScorer) and len(candidates):
+            reranker = load_reranker(params.mining.scorer)
+            pairs = [(q, c) for q, cs in zip(candidates["query"], candidates["candidates"]) for c in cs]
+            flat = cached_scores(reranker, pairs, params.paths.teacher_cache)
+            width = len(candidates["candidates"].iloc[0])
+            candidates["scores"] = [row.tolist() for row in flat.reshape(-1, width)]
+    target = Path(params.paths.mined)
+    with atomic_dir(target) as staging:
+        candidates.to_parquet(staging / CANDIDATES_FILE, index=False)
+        write_json(staging / SUMMARY_FILE, {
+            "queries": len(queries),
+            "mined": len(candidates),
+            "dropped_too_few_negatives": dropped,
+            "by_kind": {k: int(n) for k, n in candidates["kind"].value_counts().sort_index().items()},
+            "scorer": params.mining.scorer.type,
+        })
+    log.info("mined candidates for %d of %d training queries (%d with too few negatives) into %s, scored by %s",
+             len(candidates), len(queries), dropped, target, params.mining.scorer.type)
     return labels

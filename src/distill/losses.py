@@ -1,14 +1,15 @@
 """Distillation losses on teacher embeddings, in the Sentence Transformers loss style.
 
 Every loss takes the student ``SentenceTransformer`` and is called by the trainer with the tokenised
-texts and ``labels``: the teacher's embeddings of the same texts, shape ``(batch, teacher_dim)``.
-Plain MSE and cosine distance are the library's own :class:`~sentence_transformers.losses.MSELoss`
-and :class:`~sentence_transformers.losses.EmbedDistillLoss`; the classes here add what it does not have.
+texts and ``labels``: the teacher's embeddings of the same texts, shape ``(batch, teacher_dim)``, or
+for a query with mined candidates the teacher's scores, shape ``(batch, candidates)``.
+MSE and cosine distance on embeddings, MarginMSE, listwise KL and MultipleNegativesRanking are the
+library's own losses; the classes here add what it does not have.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -34,13 +35,78 @@ class InBatchSimilarityLoss(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor) -> Tensor:
-        embeddings = torch.cat([self.model(f)["sentence_embedding"] for f in sentence_features])
+    def compute_loss_from_embeddings(self, embeddings: list[Tensor], labels: Tensor) -> Tensor:
+        embeddings = torch.cat(embeddings)
         student = F.normalize(embeddings, dim=-1)
         teacher = F.normalize(labels.to(embeddings.dtype), dim=-1)
         teacher = teacher.repeat(len(student) // len(teacher), 1)
         return F.mse_loss(student @ student.T, teacher @ teacher.T)
 
+    def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor) -> Tensor:
+        return self.compute_loss_from_embeddings([self.model(f)["sentence_embedding"] for f in sentence_features], labels)
+
     @property
     def citation(self) -> str:
         return "https://arxiv.org/abs/2412.19048"
+
+
+class RelativeSimilarityLoss(nn.Module):
+    """Pairwise rank term: wherever the teacher scores candidate ``i`` above ``j`` for a query, the
+    student's cosine for ``i`` should beat ``j``'s by ``margin`` (hinge). The relative similarity
+    distillation loss of Jasper and Stella (https://arxiv.org/abs/2412.19048), over mined candidates.
+
+    Inputs: embeddings ``[query, candidate_1, …, candidate_n]`` each ``(batch, dim)``; labels the
+    teacher scores ``(batch, n)``.
+    """
+
+    def __init__(self, model: SentenceTransformer, margin: float = 0.015) -> None:
+        super().__init__()
+        self.model, self.margin = model, margin
+
+    def compute_loss_from_embeddings(self, embeddings: list[Tensor], labels: Tensor) -> Tensor:
+        query = F.normalize(embeddings[0], dim=-1)
+        candidates = F.normalize(torch.stack(embeddings[1:], dim=1), dim=-1)  # (batch, n, dim)
+        student = torch.einsum("bd,bnd->bn", query, candidates)
+        teacher_above = labels.unsqueeze(2) > labels.unsqueeze(1)  # [b, i, j]: teacher ranks i above j
+        hinge = F.relu(self.margin - (student.unsqueeze(2) - student.unsqueeze(1)))
+        return (hinge * teacher_above).sum() / teacher_above.sum().clamp(min=1)
+
+    def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor) -> Tensor:
+        return self.compute_loss_from_embeddings([self.model(f)["sentence_embedding"] for f in sentence_features], labels)
+
+    @property
+    def citation(self) -> str:
+        return "https://arxiv.org/abs/2412.19048"
+
+
+class WeightedSumLoss(nn.Module):
+    """A weighted sum of losses over the same inputs, with one student forward pass per batch: each
+    part's ``compute_loss_from_embeddings`` gets the shared embeddings and its own view of the labels
+    (``label_maps``, e.g. teacher scores rescaled to the student's cosine units).
+
+    Inputs: whatever the parts take (texts with teacher embeddings, or a query with candidates and
+    teacher scores ``(batch, n)``).
+    """
+
+    def __init__(
+        self,
+        model: SentenceTransformer,
+        parts: dict[str, tuple[float, nn.Module]],
+        label_maps: dict[str, Callable[[Tensor], Tensor]] | None = None,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.weights = {name: weight for name, (weight, _) in parts.items()}
+        self.parts = nn.ModuleDict({name: loss for name, (_, loss) in parts.items()})
+        self.label_maps = label_maps or {}
+
+    def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor) -> Tensor:
+        embeddings = [self.model(f)["sentence_embedding"] for f in sentence_features]
+        total = embeddings[0].new_zeros(())
+        for name, loss in self.parts.items():
+            part_labels = self.label_maps.get(name, lambda x: x)(labels)
+            total = total + self.weights[name] * loss.compute_loss_from_embeddings(embeddings, part_labels)
+        return total
+
+    def get_config_dict(self) -> dict:
+        return {"weights": self.weights}

@@ -119,11 +119,18 @@ def load_model(
     trust_remote_code: bool = False,
     max_seq_length: int | None = None,
     device: str | None = None,
+    dtype: str = "float32",
+    attn_implementation: str | None = None,
 ) -> SentenceTransformer:
     """Load a SentenceTransformer from an offline name, a local path or a hub id.
 
     ``field`` is the params key the name came from (``teacher.model``), used in error messages.
+    ``dtype`` (see :func:`torch_dtype`) and ``attn_implementation`` go to transformers: LLM teachers
+    run in bf16 with SDPA or flash attention on a GPU.
     """
+    model_kwargs: dict = {"dtype": torch_dtype(dtype)}
+    if attn_implementation:
+        model_kwargs["attn_implementation"] = attn_implementation
     resolved = resolve_model(name)
     # A hub id is "name" or "org/name"; anything else that does not exist is a mistyped path.
     is_path_like = resolved.startswith((".", "/", "~")) or resolved.count("/") > 1
@@ -131,7 +138,8 @@ def load_model(
         raise ModelLoadError(f"{field}: model path {resolved!r} does not exist")
     try:
         model = SentenceTransformer(
-            resolved, revision=revision, trust_remote_code=trust_remote_code, device=device or _default_device()
+            resolved, revision=revision, trust_remote_code=trust_remote_code, device=device or _default_device(),
+            model_kwargs=model_kwargs,
         )
     except (OSError, ValueError) as err:
         raise ModelLoadError(
@@ -213,13 +221,24 @@ def _tokenizer_state(tokenizer) -> bytes:
     return json.dumps(state, sort_keys=True).encode()
 
 
-def fingerprint(model: SentenceTransformer) -> str:
-    """A hash of the module stack, the weights and the tokenizer, for cache keys: a change to any of
-    them alters it."""
+def fingerprint(model: torch.nn.Module, tokenizer=None) -> str:
+    """A hash of the module stack, the weights (with their dtype) and the tokenizer (``model.tokenizer``
+    unless given), for cache keys: a change to any of them alters it."""
     digest = hashlib.blake2b(digest_size=16)
     digest.update(repr(model).encode())
     for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().to("cpu").contiguous().numpy().tobytes())
-    digest.update(_tokenizer_state(model.tokenizer))
+        digest.update(f"{name}:{tensor.dtype}".encode())
+        # Raw bytes, so bfloat16 (which numpy lacks) hashes like any other dtype.
+        digest.update(tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    digest.update(_tokenizer_state(tokenizer if tokenizer is not None else model.tokenizer))
     return digest.hexdigest()
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    """``auto``: bfloat16 (float16 without bf16 support) on a CUDA GPU, float32 on CPU, where bf16
+    matmul is far slower than fp32."""
+    if name == "auto":
+        if not torch.cuda.is_available():
+            return torch.float32
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return getattr(torch, name)

@@ -1,8 +1,10 @@
 """Step 1, prepare: read corpus sources, clean, cap and split train / held-out by document.
 
-Output: ``<paths.prepared>/corpus.parquet`` (columns ``text, doc_id, source, label, title, split``) and
-``summary.json``. Held-out documents feed fidelity and, where they carry labels, the
-classification / clustering evaluations; no held-out text is trained on.
+Output: ``<paths.prepared>/corpus.parquet`` (columns ``text, doc_id, source, label, title, split``),
+``queries.parquet`` (query-shaped training data from training documents: titles, inverse-cloze
+sentences, user queries; see :func:`build_queries`) and ``summary.json``. Held-out documents feed
+fidelity, headline retrieval and, where they carry labels, the classification / clustering
+evaluations; no held-out text or title is trained on.
 """
 
 from __future__ import annotations
@@ -16,12 +18,25 @@ from pathlib import Path
 
 import pandas as pd
 
-from distill.config import BbcSource, CorpusConfig, FileSource, FolderSource, HubSource, Params, StsbSource
+from distill.config import (
+    BbcSource,
+    CorpusConfig,
+    FileQueries,
+    FileSource,
+    FolderSource,
+    HubQueries,
+    HubSource,
+    InverseClozeQueries,
+    Params,
+    StsbSource,
+    TitleQueries,
+)
 from distill.errors import DataError
 from distill.evaluation import file_evaluators
 from distill.io import atomic_dir, write_json
 from distill.readers import (
     CORPUS_FILE,
+    QUERIES_FILE,
     SUMMARY_FILE,
     column_values,
     corpus_sha256,
@@ -214,6 +229,83 @@ def build_corpus(config: CorpusConfig, seed: int, excluded: set[str] = frozenset
     return frame.drop(columns="order").sort_index().reset_index(drop=True), dropped
 
 
+# -- query-shaped training data ----------------------------------------------------------------
+QUERY_COLUMNS = ["query", "kind", "doc_id", "positive"]
+
+
+def _title_queries(train: pd.DataFrame) -> list[dict]:
+    titled = train[train["title"].notna()].drop_duplicates("doc_id")
+    return [{"query": t, "kind": "title", "doc_id": d, "positive": None} for t, d in zip(titled["title"], titled["doc_id"])]
+
+
+def _cloze_queries(train: pd.DataFrame, source: InverseClozeQueries, seed: int) -> list[dict]:
+    """One sentence out of a seeded choice of each document's passages; the rest is its positive."""
+    out = []
+    for doc_id, passages in train.groupby("doc_id", sort=True)["text"]:
+        ranked = sorted(passages, key=lambda t: seeded_fraction(seed, "cloze/passage", t))
+        chosen = [t for t in ranked if len(split_sentences(t)) >= source.min_sentences][: source.per_document]
+        for passage in chosen:
+            sentences = split_sentences(passage)
+            pick = int(seeded_fraction(seed, "cloze/sentence", passage) * len(sentences))
+            rest = " ".join(sentences[:pick] + sentences[pick + 1 :])
+            out.append({"query": sentences[pick], "kind": "inverse_cloze", "doc_id": doc_id, "positive": rest})
+    return out
+
+
+def _user_queries(source: FileQueries | HubQueries) -> list[dict]:
+    if isinstance(source, FileQueries):
+        path = Path(source.path)
+        if not path.is_file():
+            raise DataError(f"corpus.queries file {path} does not exist")
+        if path.suffix.lower() == ".txt":
+            values = [(row, line) for row, line in enumerate(read_utf8(path).splitlines())]
+        else:
+            values = list(column_values(load_table(path, source.column), source.column, str(path)))
+        origin = str(path)
+    else:
+        import datasets
+
+        table = datasets.load_dataset(source.name, source.config, split=source.split, revision=source.revision)
+        if source.column not in table.column_names:
+            raise DataError(
+                f"corpus.queries hub dataset {source.name}: missing column {source.column!r}; it has {table.column_names}"
+            )
+        column = table[source.column][: source.max_queries] if source.max_queries else table[source.column]
+        values = list(column_values(column, source.column, f"hub dataset {source.name}"))
+        origin = source.name
+    queries = [{"query": text, "kind": "user", "doc_id": None, "positive": None} for _, text in values]
+    if not any(q["query"].strip() for q in queries):
+        raise DataError(f"corpus.queries source {origin} has no query text")
+    return queries
+
+
+def build_queries(corpus: pd.DataFrame, config: CorpusConfig, seed: int, excluded: set[str] = frozenset()) -> tuple[pd.DataFrame, int]:
+    """Training queries from ``config.queries``, from training documents only (held-out titles are
+    evaluation queries); whitespace-normalised, deduplicated, and dropped (with their count) when the
+    query or its positive matches an evaluation text. Columns: ``query, kind, doc_id, positive``."""
+    train = corpus[corpus["split"] == "train"]
+    rows: list[dict] = []
+    for source in config.queries:
+        if isinstance(source, TitleQueries):
+            rows.extend(_title_queries(train))
+        elif isinstance(source, InverseClozeQueries):
+            rows.extend(_cloze_queries(train, source, seed))
+        else:
+            rows.extend(_user_queries(source))
+    seen: set[str] = set()
+    kept, dropped = [], 0
+    for row in rows:
+        row["query"] = _WHITESPACE.sub(" ", str(row["query"])).strip()
+        if len(row["query"].split()) < 2 or row["query"] in seen:
+            continue  # a one-word "query" ranks nothing; duplicates would weigh twice
+        if match_key(row["query"]) in excluded or (row["positive"] and match_key(row["positive"]) in excluded):
+            dropped += 1
+            continue
+        seen.add(row["query"])
+        kept.append(row)
+    return pd.DataFrame(kept, columns=QUERY_COLUMNS), dropped
+
+
 def run(params: Params) -> Path:
     """Build the prepared corpus and write it atomically to ``paths.prepared``.
 
@@ -225,20 +317,26 @@ def run(params: Params) -> Path:
     evaluators = file_evaluators(specs, params.seed, params.corpus.text_type)
     excluded = {match_key(text) for evaluator in evaluators for text in evaluator.texts()}
     frame, dropped = build_corpus(params.corpus, params.seed, excluded)
+    queries, dropped_queries = build_queries(frame, params.corpus, params.seed, excluded)
     target = Path(params.paths.prepared)
     with atomic_dir(target) as staging:
         frame.to_parquet(staging / CORPUS_FILE, index=False)
+        queries.to_parquet(staging / QUERIES_FILE, index=False)
         counts = frame.groupby("split").agg(texts=("text", "size"), documents=("doc_id", "nunique"))
         summary = {split: {k: int(v) for k, v in row.items()} for split, row in counts.to_dict("index").items()}
+        summary["queries"] = {kind: int(n) for kind, n in queries["kind"].value_counts().sort_index().items()}
         summary["decontamination"] = {
             "dropped_texts": dropped,
+            "dropped_queries": dropped_queries,
             "evaluation_texts": len(excluded),
             "sets": [e.name for e in evaluators],
         }
         summary["corpus_sha256"] = corpus_sha256(frame)
         write_json(staging / SUMMARY_FILE, summary)
     log.info(
-        "prepared %d texts (%s) in %s; dropped %d that occur in the evaluation sets %s",
-        len(frame), frame["split"].value_counts().to_dict(), target, dropped, [e.name for e in evaluators],
+        "prepared %d texts (%s) and %d training queries %s in %s; dropped %d texts and %d queries that occur in "
+        "the evaluation sets %s",
+        len(frame), frame["split"].value_counts().to_dict(), len(queries), summary["queries"], target, dropped,
+        dropped_queries, [e.name for e in evaluators],
     )
     return target

@@ -16,7 +16,9 @@ import pandas as pd
 from distill.errors import DataError
 
 CORPUS_FILE = "corpus.parquet"
+QUERIES_FILE = "queries.parquet"
 SUMMARY_FILE = "summary.json"
+CANDIDATES_FILE = "candidates.parquet"
 
 
 def utf8_error(path: Path, byte: int) -> DataError:
@@ -109,6 +111,22 @@ def load_corpus(prepared_dir: str | Path) -> pd.DataFrame:
     path = Path(prepared_dir) / CORPUS_FILE
     if not path.is_file():
         raise DataError(f"{path} does not exist: run the prepare step first (python -m distill prepare)")
+    return pd.read_parquet(path)
+
+
+def load_queries(prepared_dir: str | Path) -> pd.DataFrame:
+    """The training queries: columns ``query, kind, doc_id, positive`` (doc_id and positive may be null)."""
+    path = Path(prepared_dir) / QUERIES_FILE
+    if not path.is_file():
+        raise DataError(f"{path} does not exist: run the prepare step first (python -m distill prepare)")
+    return pd.read_parquet(path)
+
+
+def load_candidates(mined_dir: str | Path) -> pd.DataFrame:
+    """Mined training candidates: ``query, kind, candidates`` (positive first) and ``scores`` (teacher)."""
+    path = Path(mined_dir) / CANDIDATES_FILE
+    if not path.is_file():
+        raise DataError(f"{path} does not exist: run the label step first (python -m distill label)")
     return pd.read_parquet(path)
 
 

@@ -53,6 +53,34 @@ def results_table(params: Params, flat: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def variants_table(flat: dict) -> pd.DataFrame:
+    """The distilled student served other ways: truncated Matryoshka dims, and student queries ×
+    teacher documents; one row each, same metric columns as the main table where they exist."""
+    rows = []
+    prefixes = sorted({k.split("/")[0] for k in flat if k.startswith("student_dim")},
+                      key=lambda p: -int(p.removeprefix("student_dim")))
+    for prefix in prefixes:
+        row = {"variant": f"distilled, first {prefix.removeprefix('student_dim')} dims"}
+        row.update({k.removeprefix(prefix + "/"): v for k, v in flat.items() if k.startswith(prefix + "/")})
+        rows.append(row)
+    asymmetric = {k.removeprefix("asymmetric/"): v for k, v in flat.items() if k.startswith("asymmetric/")}
+    if asymmetric:
+        row = {"variant": "distilled queries × teacher documents"}
+        row.update({k.replace("retained_pct/", "retained % ") if k.startswith("retained_pct/") else k: v
+                    for k, v in asymmetric.items()})
+        row["query-side speed-up"] = flat.get("student/speedup")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def variants_section(flat: dict) -> str:
+    variants = variants_table(flat)
+    if variants.empty:
+        return ""
+    return ("\n## The distilled student served other ways\n\nTruncated to its Matryoshka dimensions, and encoding "
+            "only the queries against the teacher's documents (asymmetric use).\n\n" + markdown_table(variants) + "\n")
+
+
 def markdown_table(frame: pd.DataFrame) -> str:
     def cell(value: object) -> str:
         if value is None or (isinstance(value, float) and pd.isna(value)):
@@ -119,7 +147,7 @@ def report_text(params: Params, flat: dict, versus_baseline: Interval, images: s
 
 # Distillation report
 
-Teacher `{params.teacher.model}` → student {describe(params)}, loss `{params.train.loss}`,
+Teacher `{params.teacher.model}` → student {describe(params)}, objectives `{params.train.objectives}` ({params.train.mode}),
 {params.train.epochs} epoch(s). Mean score: the mean of {", ".join(quality) or "no quality set"}, the
 same metrics for every model; fidelity is reported beside it. Scores ×100 (STS: Spearman of cosine;
 retrieval: trec_eval nDCG@10 (linear gain, as BEIR/MTEB), Recall@100 and MRR@10 over queries with a
@@ -134,7 +162,7 @@ median of {int(flat["eval/throughput_repeats"])} alternating repeats, measured i
 Evaluation spec `{flat["eval/spec"]}`, student fingerprint `{flat["student/fingerprint"]}`.
 
 {markdown_table(results_table(params, flat))}
-
+{variants_section(flat)}
 ![speed vs quality]({images}/speed_quality.png)
 ![fidelity]({images}/fidelity.png)
 ![training loss]({images}/training_loss.png)

@@ -1,12 +1,20 @@
-"""Step 3, train: distil the teacher's labels into the student with ``SentenceTransformerTrainer``.
+"""Step 3, train: distil the teacher into the student with ``SentenceTransformerTrainer``.
 
-The student is a pretrained small model or a layer-pruned copy of the teacher. When dimensions
-differ, ``student.target_space`` picks where the student learns: ``teacher`` adds a trainable Dense
-projection (least-squares initialised by default) so student vectors live in the teacher's space;
-``student`` reduces the teacher labels with PCA fitted on them, as Sentence Transformers'
-distillation example does. The ``similarity`` loss needs neither: it matches in-batch similarity
-matrices, so the student keeps its own space. The student's prompt for ``corpus.text_type`` is
-applied in training exactly as at evaluation and serving.
+The student is a pretrained small model or a layer-pruned copy of the teacher. ``train.objectives``
+weighs two kinds of objective, each on its own dataset (the trainer alternates their batches):
+
+- on corpus texts labelled with teacher embeddings: ``similarity`` (in-batch similarity matrices, the
+  student keeps its own space), ``mse`` and ``cosine`` (the teacher's coordinates);
+- on training queries with teacher-mined candidates and teacher scores (the label step):
+  ``margin_mse``, ``kl``, ``mnrl`` and ``relative``, optionally inside ``MatryoshkaLoss``.
+
+When an objective needs the teacher's coordinates and dimensions differ, ``student.target_space``
+picks where the student learns: ``teacher`` adds a trainable Dense projection (least-squares
+initialised by default) so student vectors live in the teacher's space; ``student`` reduces the
+teacher labels with PCA fitted on them, as Sentence Transformers' distillation example does. In
+``asymmetric`` mode the student also learns the teacher's embeddings of the training queries, since
+it will encode queries against teacher-encoded documents. The student's prompts are applied in
+training exactly as at evaluation and serving.
 
 Outputs: the student in Sentence Transformers format (prompts, a model card, the corpus hash and
 training document ids included) under ``paths.student``, and training curves under
@@ -25,33 +33,108 @@ from string import Template
 import numpy as np
 import pandas as pd
 import torch
-from datasets import Dataset
-from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments, losses
+from datasets import Dataset, DatasetDict
+from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+from sentence_transformers.sentence_transformer import losses
+from sentence_transformers.base.sampler import DefaultBatchSampler
+from sentence_transformers.util import pairwise_cos_sim
 from sklearn.decomposition import PCA
+from torch.utils.data import RandomSampler
 from transformers import set_seed
 
-from distill.config import Params
+from distill.config import CANDIDATE_OBJECTIVES, TEXT_OBJECTIVES, Params, TrainConfig
 from distill.encoding import teacher_encoder
 from distill.errors import DataError
 from distill.io import atomic_dir, write_json
-from distill.losses import InBatchSimilarityLoss
-from distill.readers import corpus_sha256, load_corpus
+from distill.losses import InBatchSimilarityLoss, RelativeSimilarityLoss, WeightedSumLoss
+from distill.readers import corpus_sha256, load_candidates, load_corpus, load_queries
 from distill.sampling import spread_sample
 from distill.student import DISTILLATION_FILE, PCA_FILE, add_projection, base_student, describe
 
 log = logging.getLogger(__name__)
 
-LOSSES = {
-    "mse": losses.MSELoss,
-    "cosine": lambda model: losses.EmbedDistillLoss(model, distance_metric="cosine"),
-    "similarity": InBatchSimilarityLoss,
-}
 TRAIN_DOCUMENTS_FILE = "train_documents.txt"
+
+
+def text_loss(model: SentenceTransformer, config: TrainConfig) -> WeightedSumLoss:
+    """The weighted text objectives on texts labelled with teacher embeddings ``(batch, teacher_dim)``."""
+    parts = {
+        "similarity": InBatchSimilarityLoss(model),
+        "mse": losses.EmbedDistillLoss(model, distance_metric="mse"),
+        "cosine": losses.EmbedDistillLoss(model, distance_metric="cosine"),
+    }
+    as_columns = {"mse": lambda x: [x], "cosine": lambda x: [x]}  # one teacher embedding per text column
+    return WeightedSumLoss(model, {n: (config.weight(n), parts[n]) for n in TEXT_OBJECTIVES if config.weight(n) > 0},
+                           as_columns)
+
+
+def candidate_loss(model: SentenceTransformer, config: TrainConfig) -> torch.nn.Module:
+    """The weighted candidate objectives on ``(query, positive, negative_1…)`` with teacher scores
+    ``(batch, 1 + negatives)``; student scores are cosines. Scores enter as score / temperature: KL
+    takes both temperatures, MarginMSE and the rank term get the teacher's scores rescaled into the
+    student's cosine units (identity for the bi-encoder teacher, whose scores are cosines too)."""
+    student_t, teacher_t = config.student_temperature, config.teacher_temperature
+    parts = {
+        "margin_mse": losses.MarginMSELoss(model, similarity_fct=pairwise_cos_sim),
+        "kl": losses.DistillKLDivLoss(model, similarity_fct=pairwise_cos_sim, student_temperature=student_t,
+                                      teacher_temperature=teacher_t),
+        "mnrl": losses.MultipleNegativesRankingLoss(model, scale=1 / student_t),
+        "relative": RelativeSimilarityLoss(model),
+    }
+    in_cosine_units = lambda scores: scores * (student_t / teacher_t)  # noqa: E731
+    loss = WeightedSumLoss(
+        model, {n: (config.weight(n), parts[n]) for n in CANDIDATE_OBJECTIVES if config.weight(n) > 0},
+        {"margin_mse": in_cosine_units, "relative": in_cosine_units},
+    )
+    if config.matryoshka_dims:
+        full = model.get_embedding_dimension()
+        too_big = [d for d in config.matryoshka_dims if d > full]
+        if too_big:
+            raise DataError(f"train.matryoshka_dims {too_big} exceed the student's dimension {full}")
+        dims = sorted({full, *config.matryoshka_dims}, reverse=True)
+        loss = losses.MatryoshkaLoss(model, loss, matryoshka_dims=dims)
+    return loss
+
+
+def candidate_dataset(candidates: pd.DataFrame) -> Dataset:
+    """Columns ``query, positive, negative_1…`` and ``label`` (teacher scores, positive first)."""
+    width = len(candidates["candidates"].iloc[0])
+    columns = {"query": candidates["query"].tolist(), "positive": [c[0] for c in candidates["candidates"]]}
+    for i in range(1, width):
+        columns[f"negative_{i}"] = [c[i] for c in candidates["candidates"]]
+    columns["label"] = [np.asarray(s, dtype=np.float32).tolist() for s in candidates["scores"]]
+    return Dataset.from_dict(columns)
+
+
+def batch_sampler(candidate_batch_size: int):
+    """The trainer's batch sampler with a batch size per dataset: candidate rows carry a query and all
+    its passages, so they come ``candidate_batch_size`` at a time; texts come ``batch_size`` at a time."""
+
+    def make(dataset: Dataset, batch_size: int, drop_last: bool, valid_label_columns=None, generator=None, seed=0):
+        if "positive" in dataset.column_names:
+            batch_size = candidate_batch_size
+        # What the trainer's default (BatchSamplers.BATCH_SAMPLER) builds, at this dataset's size.
+        return DefaultBatchSampler(RandomSampler(dataset, generator=generator), batch_size=batch_size,
+                                   drop_last=drop_last, valid_label_columns=valid_label_columns,
+                                   generator=generator, seed=seed)
+
+    return make
+
+
+def _non_empty(prompts: dict) -> dict:
+    """Prompts per dataset (and per column) without the empty ones, in the trainer's format."""
+    out = {}
+    for name, prompt in prompts.items():
+        prompt = _non_empty(prompt) if isinstance(prompt, dict) else prompt
+        if prompt:
+            out[name] = prompt
+    return out
 
 
 def _loss_curves(log_history: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
     train = [{"step": h["step"], "loss": h["loss"]} for h in log_history if "loss" in h]
-    evals = [{"step": h["step"], "eval_loss": h["eval_loss"]} for h in log_history if "eval_loss" in h]
+    # One eval dataset (held-out texts) named "texts": the trainer logs its loss as eval_texts_loss.
+    evals = [{"step": h["step"], "eval_loss": h["eval_texts_loss"]} for h in log_history if "eval_texts_loss" in h]
     return pd.DataFrame(train, columns=["step", "loss"]), pd.DataFrame(evals, columns=["step", "eval_loss"])
 
 
@@ -63,7 +146,8 @@ def model_card(params: Params, summary: dict) -> str:
         teacher=params.teacher.model,
         teacher_prompts=json.dumps(params.teacher.prompts),
         student=describe(params),
-        loss=params.train.loss,
+        objectives=", ".join(f"{k} {v:g}" for k, v in params.train.objectives.items() if v > 0),
+        mode=params.train.mode,
         epochs=params.train.epochs,
         learning_rate=params.train.learning_rate,
         batch_size=params.train.batch_size,
@@ -87,63 +171,101 @@ def run(params: Params) -> Path:
             f"{len(missing)} corpus texts have no teacher label in {cache.directory}: run the label step first "
             "(python -m distill label)"
         )
+    config = params.train
     train_texts, eval_texts = train_frame["text"].tolist(), eval_frame["text"].tolist()
     train_labels, eval_labels = cache.get(train_texts), cache.get(eval_texts)
+    queries = load_queries(params.paths.prepared)
+    query_texts: list[str] = []
+    if config.mode == "asymmetric":
+        # The student will encode queries against teacher-encoded documents: it learns the teacher's
+        # space on the queries themselves as well as on the passages.
+        query_texts = queries["query"].tolist()
+        query_labels = teacher.encode(query_texts, "query", desc="teacher queries")
+    candidates = load_candidates(params.paths.mined) if config.uses(CANDIDATE_OBJECTIVES) else None
+    if candidates is not None and not len(candidates):
+        raise DataError(
+            f"train.objectives {[o for o in CANDIDATE_OBJECTIVES if config.weight(o)]} need mined candidates, but "
+            f"{params.paths.mined} has none: add corpus.queries sources (or loosen mining.margin) and rerun "
+            "prepare and label, or set those objectives to 0"
+        )
 
     student = base_student(params, teacher.model)
     student_dim = student.get_embedding_dimension()
     teacher_dim = train_labels.shape[1]
     pca = None
-    if params.train.loss == "similarity":
-        target_space = "student"  # similarity matrices compare across dimensions
+    if not config.uses(("mse", "cosine")):
+        target_space = "student"  # similarity and score objectives compare across dimensions
     elif student_dim == teacher_dim or params.student.target_space == "teacher":
         target_space = "teacher"
         if student_dim != teacher_dim:
-            student = add_projection(student, train_texts, train_labels, params)
+            student = add_projection(student, train_texts + query_texts,
+                                     np.vstack([train_labels, *([query_labels] if query_texts else [])]), params)
     else:
+        if config.mode == "asymmetric":
+            raise DataError("train.mode asymmetric needs student.target_space teacher (documents stay teacher-encoded)")
         target_space = "student"
         pca = PCA(n_components=student_dim, random_state=params.seed).fit(train_labels)
         train_labels, eval_labels = pca.transform(train_labels), pca.transform(eval_labels)
     del teacher  # free the teacher's memory before training
 
-    def dataset(texts: list[str], labels: np.ndarray) -> Dataset:
+    def text_dataset(texts: list[str], labels: np.ndarray) -> Dataset:
         return Dataset.from_dict({"text": texts, "label": labels.astype(np.float32).tolist()})
 
-    prompt = params.student.prompts.get(params.corpus.text_type)
+    train_sets: dict[str, Dataset] = {}
+    train_losses: dict[str, torch.nn.Module] = {}
+    prompts = params.student.prompts
+    dataset_prompts: dict[str, dict[str, str] | str] = {}
+    if config.uses(TEXT_OBJECTIVES):
+        train_sets["texts"] = text_dataset(train_texts, train_labels)
+        train_losses["texts"] = text_loss(student, config)
+        dataset_prompts["texts"] = prompts.get(params.corpus.text_type, "")
+        if query_texts:
+            train_sets["queries"] = text_dataset(query_texts, query_labels)
+            train_losses["queries"] = train_losses["texts"]
+            dataset_prompts["queries"] = prompts.get("query", "")
+    if candidates is not None:
+        train_sets["candidates"] = candidate_dataset(candidates)
+        train_losses["candidates"] = candidate_loss(student, config)
+        passage_prompt = prompts.get("passage", "")
+        dataset_prompts["candidates"] = {column: prompts.get("query", "") if column == "query" else passage_prompt
+                                         for column in train_sets["candidates"].column_names if column != "label"}
+    evaluated = "texts" in train_sets and bool(eval_texts)
     use_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     # Nothing is checkpointed: the final weights are saved below, atomically, and the trainer's
     # scratch folder goes with the context.
     with tempfile.TemporaryDirectory(prefix="distill-train-") as scratch:
         args = SentenceTransformerTrainingArguments(
             output_dir=scratch,
-            num_train_epochs=params.train.epochs,
-            max_steps=params.train.max_steps,
-            per_device_train_batch_size=params.train.batch_size,
-            per_device_eval_batch_size=params.train.batch_size,
-            learning_rate=params.train.learning_rate,
-            warmup_steps=params.train.warmup_ratio,  # a float below 1 is a fraction of all steps
-            weight_decay=params.train.weight_decay,
+            num_train_epochs=config.epochs,
+            max_steps=config.max_steps,
+            per_device_train_batch_size=config.batch_size,
+            per_device_eval_batch_size=config.batch_size,
+            learning_rate=config.learning_rate,
+            warmup_steps=config.warmup_ratio,  # a float below 1 is a fraction of all steps
+            weight_decay=config.weight_decay,
             seed=params.seed,
             data_seed=params.seed,
             bf16=use_bf16,
-            eval_strategy="steps" if eval_texts else "no",
-            eval_steps=params.train.eval_steps,
-            logging_steps=params.train.log_steps,
+            eval_strategy="steps" if evaluated else "no",
+            eval_steps=config.eval_steps,
+            logging_steps=config.log_steps,
             save_strategy="no",
             report_to="none",
-            dataloader_drop_last=params.train.loss == "similarity",
-            prompts=prompt or None,
+            # In-batch objectives need whole batches: a last batch of one text compares nothing.
+            dataloader_drop_last=config.uses(("similarity", "mnrl")),
+            prompts=_non_empty(dataset_prompts) or None,
+            batch_sampler=batch_sampler(config.candidate_batch_size),
             disable_tqdm=False,
         )
         trainer = SentenceTransformerTrainer(
             model=student,
             args=args,
-            train_dataset=dataset(train_texts, train_labels),
-            eval_dataset=dataset(eval_texts, eval_labels) if eval_texts else None,
-            loss=LOSSES[params.train.loss](student),
+            train_dataset=DatasetDict(train_sets),
+            eval_dataset=DatasetDict({"texts": text_dataset(eval_texts, eval_labels)}) if evaluated else None,
+            loss=train_losses,
         )
         trainer.train()
-        if eval_texts:
+        if evaluated:
             trainer.evaluate()  # the held-out loss of the final weights, whatever eval_steps was
     train_curve, eval_curve = _loss_curves(trainer.state.log_history)
     final_eval = float(eval_curve["eval_loss"].iloc[-1]) if len(eval_curve) else float("nan")
@@ -153,6 +275,10 @@ def run(params: Params) -> Path:
         "target_space": target_space,
         "output_dim": student.get_embedding_dimension(),
         "train_texts": len(train_texts),
+        "train_queries": len(candidates) if candidates is not None else 0,
+        "objectives": {k: v for k, v in config.objectives.items() if v > 0},
+        "mode": config.mode,
+        "matryoshka_dims": config.matryoshka_dims,
         "train_documents": len(train_documents),
         "corpus_sha256": corpus_sha256(corpus),
         "final_eval_loss": round(final_eval, 6),
