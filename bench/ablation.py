@@ -1,0 +1,154 @@
+"""Ablation of distillation objectives and students, from one committed list of recipes.
+
+    python bench/ablation.py [--config default|benchmark] [--recipes a,b,...] [--set key=value ...]
+
+Each recipe is a set of params overrides on ``params.yaml`` (``--config benchmark`` layers
+``params/benchmark.yaml``: STS-B test, MS MARCO and DBpedia). Every recipe runs prepare → label →
+train → evaluate into its own folder under ``bench/out/ablation/<config>/<recipe>``; the prepared
+corpus, the mined candidates and the teacher caches are shared, so the teacher is paid once.
+Recipes are chosen on the default config's held-out BBC sets (in-domain dev data), never on the
+benchmark's test sets. To fit this 2-core box, throughput is one round per recipe
+(``eval.throughput_repeats=1``); the full three-round measurement is bench/quality.py's.
+
+Prints one Markdown table (every quality set's primary metric, mean score, retained % of the
+teacher, speed-up, distilled − undistilled on the primary metric with its bootstrap interval, and
+the Matryoshka / asymmetric variants) headed by commit, date, machine and command; writes
+``bench/out/ablation/<config>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from distill.config import CANDIDATE_OBJECTIVES, TEXT_OBJECTIVES, is_quality_set, load_params
+from distill.lock import pipeline_lock
+from distill.pipeline import run_step
+
+from quality import provenance  # bench/quality.py: the script's folder is on sys.path
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def objectives(**weights: float) -> str:
+    """An override naming every objective (overrides merge into params.yaml's mapping, so the ones a
+    recipe leaves out are set to 0 explicitly)."""
+    full = {name: weights.get(name, 0.0) for name in TEXT_OBJECTIVES + CANDIDATE_OBJECTIVES}
+    return "train.objectives={" + ", ".join(f"{k}: {v}" for k, v in full.items()) + "}"
+
+
+PRUNED_4 = ["student.init=pruned", "student.keep_layers=[0,4,8,11]"]
+PRUNED_6 = ["student.init=pruned", "student.keep_layers=[0,2,4,6,8,11]"]
+RECIPES: dict[str, list[str]] = {
+    # Objectives on the pretrained all-MiniLM-L6-v2 student.
+    "similarity": [objectives(similarity=1.0)],
+    "similarity+margin_mse": [objectives(similarity=1.0, margin_mse=1.0)],
+    "similarity+kl": [objectives(similarity=1.0, kl=1.0)],
+    "similarity+mnrl": [objectives(similarity=1.0, mnrl=1.0)],
+    "similarity+margin_mse+relative": [objectives(similarity=1.0, margin_mse=1.0, relative=1.0)],
+    "matryoshka(64,128,256)": [objectives(similarity=1.0, margin_mse=1.0),
+                               "train.matryoshka_dims=[64,128,256]"],
+    "asymmetric(cosine+margin_mse)": ["train.mode=asymmetric", objectives(cosine=1.0, margin_mse=1.0)],
+    # Students that start from the teacher: 4 and 6 of all-mpnet-base-v2's 12 layers.
+    "pruned4(cosine+margin_mse)": [*PRUNED_4, objectives(cosine=1.0, margin_mse=1.0)],
+    "pruned6(cosine+margin_mse)": [*PRUNED_6, objectives(cosine=1.0, margin_mse=1.0)],
+}
+
+
+def recipe_params(config: str, recipe: str, extra: list[str]):
+    files = [ROOT / "params.yaml"] + ([ROOT / "params/benchmark.yaml"] if config == "benchmark" else [])
+    out = f"bench/out/ablation/{config}"
+    paths = {
+        "prepared": f"{out}/data/prepared",
+        "mined": f"{out}/data/mined",
+        "student": f"{out}/{recipe}/student",
+        "metrics": f"{out}/{recipe}/metrics",
+        "reports": f"{out}/{recipe}/reports",
+        "plots": f"{out}/{recipe}/plots",
+    }
+    overrides = [f"paths.{k}={v}" for k, v in paths.items()] + ["eval.throughput_repeats=1"]
+    return load_params(files, overrides + RECIPES[recipe] + extra)
+
+
+def row(recipe: str, params, m: dict) -> dict:
+    quality = [f"{s.name}/{s.primary_metric}" for s in params.eval.sets if is_quality_set(s)]
+    out = {"recipe": recipe}
+    for role in ("teacher", "baseline", "student"):
+        out[role] = {key: m[f"{role}/{key}"] for key in quality + ["mean_score"]}
+    out["retained_pct"] = m["student/retained_pct/mean_score"]
+    out["speedup"] = m["student/speedup"]
+    out["vs_baseline"] = [m[f"student/vs_baseline/{k}"] for k in ("difference", "low", "high")]
+    out["variants"] = {k: v for k, v in m.items() if k.startswith(("student_dim", "asymmetric/"))
+                       and (k.endswith(tuple(quality)) or "retained_pct" in k or k.endswith("mean_score"))}
+    return out
+
+
+def table(rows: list[dict], quality: list[str]) -> list[str]:
+    names = [q.split("/")[0] for q in quality]
+    lines = ["| model | " + " | ".join(names) + " | mean | retained % | speed-up | distilled − undistilled [95% CI] |",
+             "|---|" + "---|" * (len(names) + 4)]
+    seen_baselines = set()
+    for r in rows:
+        for role, label in (("teacher", "teacher"), ("baseline", f"undistilled ({r['recipe']})")):
+            key = json.dumps(r[role], sort_keys=True)
+            if key in seen_baselines:
+                continue
+            seen_baselines.add(key)
+            lines.append(f"| {label} | " + " | ".join(f"{r[role][q]:.2f}" for q in quality)
+                         + f" | {r[role]['mean_score']:.2f} | | | |")
+        diff, low, high = r["vs_baseline"]
+        lines.append(f"| **{r['recipe']}** | " + " | ".join(f"{r['student'][q]:.2f}" for q in quality)
+                     + f" | {r['student']['mean_score']:.2f} | {r['retained_pct']:.2f} | {r['speedup']:.2f}x"
+                     + f" | {diff:+.2f} [{low:+.2f}, {high:+.2f}] |")
+        for key, value in sorted(r["variants"].items()):
+            lines.append(f"| &nbsp;&nbsp;{r['recipe']} `{key}` | | | {value:.2f} | | | |"
+                         if "retained_pct" in key or "mean_score" in key else
+                         f"| &nbsp;&nbsp;{r['recipe']} `{key}` | {value:.2f} |" + " |" * (len(names) + 3))
+    return lines
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", choices=["default", "benchmark"], default="default")
+    parser.add_argument("--recipes", default=",".join(RECIPES), help=f"comma-separated, from: {', '.join(RECIPES)}")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="applied to every recipe")
+    args = parser.parse_args()
+    os.chdir(ROOT)
+    recipes = args.recipes.split(",")
+    unknown = [r for r in recipes if r not in RECIPES]
+    if unknown:
+        parser.error(f"unknown recipes {unknown}; choose from {list(RECIPES)}")
+    command = f"python bench/ablation.py --config {args.config} --recipes {args.recipes}" + "".join(
+        f" --set {s}" for s in args.set)
+    rows, timings = [], {}
+    for index, recipe in enumerate(recipes, start=1):
+        params = recipe_params(args.config, recipe, args.set)
+        print(f"\n== recipe {index}/{len(recipes)}: {recipe} ==", flush=True)
+        start = time.perf_counter()
+        with pipeline_lock(params.paths.lock):
+            for step in ("prepare", "label", "train", "evaluate"):
+                run_step(step, params)
+        timings[recipe] = time.perf_counter() - start
+        m = json.loads((Path(params.paths.metrics) / "eval.json").read_text())
+        rows.append(row(recipe, params, m))
+        # The table so far after every recipe: a long ablation shows its results as it goes.
+        quality = [f"{s.name}/{s.primary_metric}" for s in params.eval.sets if is_quality_set(s)]
+        lines = table(rows, quality)
+        lines.append("")
+        lines.append("seconds per recipe (prepare+label+train+evaluate): "
+                     + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()))
+        done = "" if index == len(recipes) else f" (partial: {index} of {len(recipes)} recipes)"
+        print(f"\n{provenance(command)}{done}\n\n" + "\n".join(lines), flush=True)
+        out = ROOT / "bench/out/ablation"
+        out.mkdir(parents=True, exist_ok=True)
+        (out / f"{args.config}.json").write_text(json.dumps({"rows": rows, "timings": timings}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
