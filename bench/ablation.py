@@ -51,7 +51,7 @@ RECIPES: dict[str, list[str]] = {
     "similarity+kl": [objectives(similarity=1.0, kl=1.0)],
     "similarity+mnrl": [objectives(similarity=1.0, mnrl=1.0)],
     "similarity+margin_mse+relative": [objectives(similarity=1.0, margin_mse=1.0, relative=1.0)],
-    "matryoshka(64,128,256)": [objectives(similarity=1.0, margin_mse=1.0),
+    "matryoshka(64|128|256)": [objectives(similarity=1.0, margin_mse=1.0),
                                "train.matryoshka_dims=[64,128,256]"],
     "asymmetric(cosine+margin_mse)": ["train.mode=asymmetric", objectives(cosine=1.0, margin_mse=1.0)],
     # Students that start from the teacher: 4 and 6 of all-mpnet-base-v2's 12 layers.
