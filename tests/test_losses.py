@@ -1,8 +1,12 @@
+import pytest
 import torch
-from sentence_transformers import losses
+from sentence_transformers.sentence_transformer import losses
 
-from distill.losses import InBatchSimilarityLoss
+from distill.config import TrainConfig
+from distill.errors import DataError
+from distill.losses import InBatchSimilarityLoss, RelativeSimilarityLoss
 from distill.models import prune_layers
+from distill.train import candidate_loss
 
 
 def features(model, texts):
@@ -22,3 +26,52 @@ def test_losses_are_zero_on_own_embeddings_and_train(minilm):
     value.backward()
     assert value.item() > 0
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in student.parameters())
+
+
+def test_relative_similarity_loss_follows_the_teachers_order(minilm):
+    query = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0, 0.0]]), dim=-1)
+    close, far = torch.tensor([[0.9, 0.1, 0.0]]), torch.tensor([[0.1, 0.9, 0.0]])
+    loss = RelativeSimilarityLoss(minilm, margin=0.05)
+    agree = loss.compute_loss_from_embeddings([query, close, far], torch.tensor([[0.8, 0.2]]))
+    disagree = loss.compute_loss_from_embeddings([query, close, far], torch.tensor([[0.2, 0.8]]))
+    assert agree.item() == 0.0 and disagree.item() > 0.5
+    tie = loss.compute_loss_from_embeddings([query, close, far], torch.tensor([[0.5, 0.5]]))
+    assert tie.item() == 0.0, "no pair is ordered when the teacher ties"
+
+
+def test_weighted_candidate_objectives_share_one_forward_pass(minilm):
+    student = prune_layers(minilm, [0, 1])
+    texts = [["what rose today", "why fell stocks"], ["shares rose sharply", "stocks fell on news"],
+             ["the cat sat", "a new phone"], ["rain is due", "the match ended"]]
+    scores = torch.tensor([[0.7, 0.2, 0.1], [0.6, 0.3, 0.4]])
+    config = TrainConfig(objectives={"margin_mse": 1.0, "kl": 0.5, "mnrl": 0.25, "relative": 2.0})
+    combined = candidate_loss(student, config)
+    calls = []
+    student.register_forward_hook(lambda *args: calls.append(1))
+    value = combined([student.tokenize(column) for column in texts], scores)
+    assert len(calls) == len(texts), "one student forward pass per column, whatever the number of objectives"
+    with torch.no_grad():
+        embeddings = [student(student.tokenize(column))["sentence_embedding"] for column in texts]
+    expected = sum(config.weight(name) * part.compute_loss_from_embeddings(embeddings, scores)
+                   for name, part in combined.parts.items())
+    assert value.item() == pytest.approx(expected.item(), rel=1e-4)
+    value.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in student.parameters())
+
+
+def test_teacher_scores_enter_margin_mse_in_the_students_cosine_units(minilm):
+    config = TrainConfig(objectives={"margin_mse": 1.0}, student_temperature=0.05, teacher_temperature=1.0)
+    combined = candidate_loss(minilm, config)
+    logits = torch.tensor([[8.0, 2.0]])
+    assert torch.allclose(combined.label_maps["margin_mse"](logits), logits * 0.05)
+
+
+def test_matryoshka_wraps_the_candidate_objectives(minilm):
+    student = prune_layers(minilm, [0])
+    config = TrainConfig(objectives={"margin_mse": 1.0}, matryoshka_dims=[32, 128])
+    wrapped = candidate_loss(student, config)
+    assert isinstance(wrapped, losses.MatryoshkaLoss) and list(wrapped.matryoshka_dims) == [384, 128, 32]
+    texts = [["q one", "q two"], ["p one", "p two"], ["n one", "n two"]]
+    assert torch.isfinite(wrapped([student.tokenize(c) for c in texts], torch.tensor([[0.5, 0.1], [0.4, 0.3]])))
+    with pytest.raises(DataError, match="exceed the student's dimension 384"):
+        candidate_loss(student, TrainConfig(objectives={"margin_mse": 1.0}, matryoshka_dims=[512]))

@@ -127,7 +127,8 @@ def test_decontamination_drops_every_evaluation_text(tmp_path):
     texts = load_corpus(params.paths.prepared)["text"].tolist()
     assert sorted(texts) == sorted(kept)
     summary = json.loads((tmp_path / "prepared" / "summary.json").read_text())
-    assert summary["decontamination"] == {"dropped_texts": 3, "evaluation_texts": 4, "sets": ["test", "dev"]}
+    assert summary["decontamination"] == {"dropped_texts": 3, "dropped_queries": 0, "evaluation_texts": 4,
+                                          "sets": ["test", "dev"]}
 
 
 def test_evaluation_samples_span_topics_and_documents():

@@ -72,9 +72,9 @@ def tiny_causal_lm(path: Path) -> Path:
     return path
 
 
-def tiny_cross_encoder(path: Path, tokenizer_from: str) -> Path:
+def tiny_cross_encoder(path: Path, tokenizer_from: str, seed: int = 0) -> Path:
     """A 2-layer BERT sequence classifier (one logit) with a real WordPiece tokenizer."""
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_from)
     config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                         num_attention_heads=4, max_position_embeddings=512, num_labels=1)
