@@ -30,7 +30,7 @@ from distill.pipeline import run_step
 
 ROOT = Path(__file__).resolve().parents[1]
 ROLES = {"teacher": "teacher", "baseline": "undistilled", "student": "distilled"}
-TARGETS = {"sts_retained": 99.0, "ndcg_retained": 97.0, "speedup": 6.0}
+TARGETS = {"sts_retained": 99.0, "ndcg_retained": 98.0, "speedup": 6.0}  # issue #7's targets
 
 
 def provenance(command: str) -> str:
@@ -82,6 +82,15 @@ def main() -> int:
         f"distilled - undistilled, {params.registry.primary_metric} over STS-B test + MS MARCO + DBpedia "
         f"(paired bootstrap, {params.registry.bootstrap_resamples} resamples): {m['student/vs_baseline/difference']:+.2f} "
         f"[{m['student/vs_baseline/low']:+.2f}, {m['student/vs_baseline/high']:+.2f}]")
+    for name in ("msmarco", "dbpedia"):
+        if f"asymmetric/{name}/ndcg@10" in m:
+            lines.append(f"asymmetric (distilled queries x teacher documents) {name}: nDCG@10 "
+                         f"{m[f'asymmetric/{name}/ndcg@10']:.2f} = {m[f'asymmetric/retained_pct/{name}']:.2f}% of teacher, "
+                         f"query-side speed-up {student['speedup']:.2f}x")
+    for key in sorted((k for k in m if k.startswith("student_dim") and k.endswith("/mean_score")),
+                      key=lambda k: -int(k.split("/")[0].removeprefix("student_dim"))):
+        lines.append(f"distilled truncated to {key.split('/')[0].removeprefix('student_dim')} dims: mean score "
+                     f"{m[key]:.2f} (full: {m['student/mean_score']:.2f})")
     lines.append(f"corpus texts dropped by decontamination: {int(m['corpus/decontaminated_texts'])}")
     lines.append("step seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()))
     sts_pct = 100 * student["sts"] / teacher["sts"]
@@ -90,6 +99,7 @@ def main() -> int:
         f"STS-B {student['sts']:.2f} = {sts_pct:.1f}% of teacher (>= {TARGETS['sts_retained']}%)": sts_pct >= TARGETS["sts_retained"],
         f"STS-B above undistilled {baseline['sts']:.2f}": student["sts"] > baseline["sts"],
         f"mean nDCG@10 {student['ndcg']:.2f} = {ndcg_pct:.1f}% of teacher (>= {TARGETS['ndcg_retained']}%)": ndcg_pct >= TARGETS["ndcg_retained"],
+        f"mean nDCG@10 not below undistilled {baseline['ndcg']:.2f}": student["ndcg"] >= baseline["ndcg"],
         f"speed-up {student['speedup']:.1f}x (>= {TARGETS['speedup']}x)": student["speedup"] >= TARGETS["speedup"],
         "distilled beats undistilled beyond noise (interval above 0)": m["student/vs_baseline/low"] > 0,
     }

@@ -23,7 +23,7 @@ import pandas as pd
 from distill.config import BiEncoderScorer, Params
 from distill.encoding import Encoder, teacher_encoder
 from distill.io import atomic_dir, write_json
-from distill.mining import mine_candidates
+from distill.mining import CANDIDATE_COLUMNS, mine_candidates
 from distill.readers import CANDIDATES_FILE, SUMMARY_FILE, load_corpus, load_queries
 from distill.scoring import cached_scores, load_reranker
 
@@ -43,7 +43,7 @@ def run(params: Params, encoder: Encoder | None = None) -> np.ndarray:
         "teacher labels: %d texts, %d cached, %d encoded in %.1fs, stored in %s",
         len(corpus), cache.stats.hits, cache.stats.misses, cache.stats.encode_seconds, cache.directory,
     )
-    candidates = pd.DataFrame(columns=["query", "kind", "candidates", "scores"])
+    candidates = pd.DataFrame(columns=CANDIDATE_COLUMNS)
     dropped = 0
     if len(queries):
         query_embeddings = encoder.encode(queries["query"].tolist(), "query", desc="teacher queries")
