@@ -59,8 +59,20 @@ def test_least_squares_projection_recovers_a_linear_map():
     rng = np.random.default_rng(0)
     inputs = rng.normal(size=(200, 4)).astype(np.float32)
     weight = rng.normal(size=(6, 4)).astype(np.float32)
-    weight_fit, bias_fit = least_squares_projection(inputs, inputs @ weight.T + 0.5)
+    weight_fit, bias_fit = least_squares_projection(inputs, inputs @ weight.T + 0.5, ridge=0.0)
     assert np.allclose(weight_fit, weight, atol=1e-4) and np.allclose(bias_fit, 0.5, atol=1e-4)
+
+
+def test_least_squares_projection_stays_bounded_on_rank_deficient_inputs():
+    """Normalised student embeddings in a subspace: the ridge keeps the weight small and still fits."""
+    rng = np.random.default_rng(0)
+    basis = rng.normal(size=(3, 8))
+    inputs = rng.normal(size=(100, 3)) @ basis
+    inputs /= np.linalg.norm(inputs, axis=1, keepdims=True)
+    targets = inputs @ rng.normal(size=(8, 5))
+    weight, bias = least_squares_projection(inputs, targets, ridge=1e-3)
+    assert np.isfinite(weight).all() and np.linalg.norm(weight) < 100
+    assert np.abs(inputs @ weight.T + bias - targets).max() < 0.05
 
 
 def test_assembly_rejects_corrupted_parts(tmp_path, monkeypatch):

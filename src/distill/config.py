@@ -69,6 +69,7 @@ class StudentConfig(_Section):
     keep_layers: list[int] | None = None
     target_space: Literal["teacher", "student"] = "teacher"
     projection_init: Literal["least_squares", "random"] = "least_squares"
+    projection_ridge: Float = Field(default=1.0, ge=0)  # L2 penalty of the least-squares initialisation
     max_seq_length: int | None = Field(default=256, gt=0)
     prompts: dict[str, str] = Field(default_factory=dict)
 

@@ -54,11 +54,22 @@ def shares_teacher_space(params: Params) -> bool:
     return params.student.init == "pruned"
 
 
-def least_squares_projection(inputs: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Weight ``(out, in)`` and bias ``(out,)`` minimising ``||inputs @ W.T + b - targets||²``."""
-    augmented = np.hstack([inputs, np.ones((len(inputs), 1), dtype=inputs.dtype)])
-    solution, *_ = np.linalg.lstsq(augmented, targets, rcond=None)
-    return solution[:-1].T.astype(np.float32), solution[-1].astype(np.float32)
+def least_squares_projection(
+    inputs: np.ndarray, targets: np.ndarray, ridge: float = 1.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Weight ``(out, in)`` and bias ``(out,)`` minimising ``||inputs @ W.T + b - targets||² + ridge ||W||²``.
+
+    The ridge term is not optional in practice: a student's normalised embeddings span fewer
+    directions than their dimension, so the plain least-squares weight has a norm of ~1e30 that
+    cancels on the fitting texts and turns any later change of the encoder (the first optimiser
+    steps) into garbage. Measured on the default corpus: held-out cosine to the teacher 0.61 without
+    it, 0.67 with ``ridge=1``.
+    """
+    mean_in, mean_out = inputs.mean(axis=0), targets.mean(axis=0)
+    centred_in, centred_out = inputs - mean_in, targets - mean_out
+    gram = centred_in.T @ centred_in + ridge * np.eye(inputs.shape[1], dtype=np.float64)
+    weight = np.linalg.solve(gram, centred_in.T @ centred_out)  # (in, out); the bias is not penalised
+    return weight.T.astype(np.float32), (mean_out - mean_in @ weight).astype(np.float32)
 
 
 def add_projection(
@@ -70,7 +81,8 @@ def add_projection(
     if params.student.projection_init == "least_squares":
         fit_count = min(len(texts), 4096)
         inputs = model.encode(texts[:fit_count], batch_size=params.train.batch_size, convert_to_numpy=True)
-        weight, bias = least_squares_projection(inputs, targets[:fit_count])
+        weight, bias = least_squares_projection(inputs.astype(np.float64), targets[:fit_count].astype(np.float64),
+                                                params.student.projection_ridge)
         with torch.no_grad():
             dense.linear.weight.copy_(torch.from_numpy(weight))
             dense.linear.bias.copy_(torch.from_numpy(bias))
