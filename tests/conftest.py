@@ -40,14 +40,18 @@ def tiny_params_dict(root: Path) -> dict:
         },
         "teacher": {"model": "all-MiniLM-L6-v2", "max_seq_length": 64, "shard_size": 64},
         "register": {"bootstrap_resamples": 200},
-        # The shipped recipe: a pretrained student and the in-batch similarity loss (params.yaml).
-        "student": {"prompts": {"query": "query: ", "passage": "passage: "}},
+        # The shipped recipe: a pretrained student and the objectives of params.yaml.
+        "student": {"prompts": {"query": "query: ", "passage": "passage: "}, "max_seq_length": 128},
         "corpus": {
             "sources": [{"type": "bbc", "unit": "passage", "max_documents": 60}],
             "passage_chars": 1000,
             "heldout_fraction": 0.35,
         },
-        "train": {"epochs": 1, "batch_size": 32, "eval_texts": 32, "eval_steps": 100, "log_steps": 1},
+        # The shipped objectives (similarity + margin_mse), on fewer and shorter candidates: the default
+        # 16 queries x 8 passages of 256 tokens take ~9 GiB to train on.
+        "mining": {"negatives": 3, "rank_end": 20},
+        "train": {"epochs": 1, "batch_size": 32, "candidate_batch_size": 8, "eval_texts": 32, "eval_steps": 100,
+                  "log_steps": 1},
         "eval": {
             "throughput_texts": 32,
             "throughput_warmup": 8,
