@@ -268,7 +268,7 @@ class TrainConfig(_Section):
     # mined query candidates with teacher scores: margin_mse, kl (listwise), mnrl (teacher positive vs
     # hard and in-batch negatives), relative (Jasper's pairwise rank term). Weight 0 = off.
     # The default is the best of bench/ablation.py on the default config's held-out sets (RESULTS.md).
-    objectives: dict[str, Float] = Field(default_factory=lambda: {"similarity": 1.0, "kl": 1.0})
+    objectives: dict[str, Float] = Field(default_factory=lambda: {"similarity": 1.0, "margin_mse": 1.0})
     # asymmetric: only queries are encoded by the student, documents stay teacher-encoded ("LEAF:
     # Knowledge Distillation of Text Embedding Models with Teacher-Aligned Representations", MongoDB, 2025): the student learns the teacher's space on query and
     # passage texts (cosine/mse objectives), and evaluation adds a student-queries × teacher-documents row.
@@ -277,7 +277,7 @@ class TrainConfig(_Section):
     student_temperature: Float = Field(default=0.05, gt=0)
     teacher_temperature: Float = Field(default=0.05, gt=0)
     # MatryoshkaLoss around the candidate objectives at these dims (plus full); evaluated at each.
-    matryoshka_dims: list[int] = Field(default_factory=list)
+    matryoshka_dims: list[int] = Field(default_factory=lambda: [64, 128, 256])
     epochs: Float = Field(default=1.0, gt=0)
     max_steps: int = -1
     batch_size: int = Field(default=64, gt=0)
