@@ -35,28 +35,28 @@ from quality import provenance  # bench/quality.py: the script's folder is on sy
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def objectives(**weights: float) -> str:
-    """An override naming every objective (overrides merge into params.yaml's mapping, so the ones a
-    recipe leaves out are set to 0 explicitly)."""
+def objectives(dims: tuple[int, ...] = (), **weights: float) -> list[str]:
+    """Overrides naming every objective and the Matryoshka dims: overrides merge into params.yaml, so a
+    recipe states everything it leaves out (weight 0, no dims) rather than inheriting the default."""
     full = {name: weights.get(name, 0.0) for name in TEXT_OBJECTIVES + CANDIDATE_OBJECTIVES}
-    return "train.objectives={" + ", ".join(f"{k}: {v}" for k, v in full.items()) + "}"
+    return ["train.objectives={" + ", ".join(f"{k}: {v}" for k, v in full.items()) + "}",
+            f"train.matryoshka_dims=[{','.join(map(str, dims))}]"]
 
 
 PRUNED_4 = ["student.init=pruned", "student.keep_layers=[0,4,8,11]"]
 PRUNED_6 = ["student.init=pruned", "student.keep_layers=[0,2,4,6,8,11]"]
 RECIPES: dict[str, list[str]] = {
     # Objectives on the pretrained all-MiniLM-L6-v2 student.
-    "similarity": [objectives(similarity=1.0)],
-    "similarity+margin_mse": [objectives(similarity=1.0, margin_mse=1.0)],
-    "similarity+kl": [objectives(similarity=1.0, kl=1.0)],
-    "similarity+mnrl": [objectives(similarity=1.0, mnrl=1.0)],
-    "similarity+margin_mse+relative": [objectives(similarity=1.0, margin_mse=1.0, relative=1.0)],
-    "matryoshka(64|128|256)": [objectives(similarity=1.0, margin_mse=1.0),
-                               "train.matryoshka_dims=[64,128,256]"],
-    "asymmetric(cosine+margin_mse)": ["train.mode=asymmetric", objectives(cosine=1.0, margin_mse=1.0)],
+    "similarity": objectives(similarity=1.0),
+    "similarity+margin_mse": objectives(similarity=1.0, margin_mse=1.0),
+    "similarity+kl": objectives(similarity=1.0, kl=1.0),
+    "similarity+mnrl": objectives(similarity=1.0, mnrl=1.0),
+    "similarity+margin_mse+relative": objectives(similarity=1.0, margin_mse=1.0, relative=1.0),
+    "matryoshka(64|128|256)": objectives(similarity=1.0, margin_mse=1.0, dims=(64, 128, 256)),
+    "asymmetric(cosine+margin_mse)": ["train.mode=asymmetric", *objectives(cosine=1.0, margin_mse=1.0)],
     # Students that start from the teacher: 4 and 6 of all-mpnet-base-v2's 12 layers.
-    "pruned4(cosine+margin_mse)": [*PRUNED_4, objectives(cosine=1.0, margin_mse=1.0)],
-    "pruned6(cosine+margin_mse)": [*PRUNED_6, objectives(cosine=1.0, margin_mse=1.0)],
+    "pruned4(cosine+margin_mse)": [*PRUNED_4, *objectives(cosine=1.0, margin_mse=1.0)],
+    "pruned6(cosine+margin_mse)": [*PRUNED_6, *objectives(cosine=1.0, margin_mse=1.0)],
 }
 
 
@@ -94,7 +94,8 @@ def table(rows: list[dict], quality: list[str]) -> list[str]:
              "|---|" + "---|" * (len(names) + 4)]
     seen_baselines = set()
     for r in rows:
-        for role, label in (("teacher", "teacher"), ("baseline", f"undistilled ({r['recipe']})")):
+        recipe = r["recipe"].replace("|", "\\|")  # Markdown cells cannot hold a bare pipe
+        for role, label in (("teacher", "teacher"), ("baseline", f"undistilled ({recipe})")):
             key = json.dumps(r[role], sort_keys=True)
             if key in seen_baselines:
                 continue
@@ -102,14 +103,28 @@ def table(rows: list[dict], quality: list[str]) -> list[str]:
             lines.append(f"| {label} | " + " | ".join(f"{r[role][q]:.2f}" for q in quality)
                          + f" | {r[role]['mean_score']:.2f} | | | |")
         diff, low, high = r["vs_baseline"]
-        lines.append(f"| **{r['recipe']}** | " + " | ".join(f"{r['student'][q]:.2f}" for q in quality)
+        lines.append(f"| **{recipe}** | " + " | ".join(f"{r['student'][q]:.2f}" for q in quality)
                      + f" | {r['student']['mean_score']:.2f} | {r['retained_pct']:.2f} | {r['speedup']:.2f}x"
                      + f" | {diff:+.2f} [{low:+.2f}, {high:+.2f}] |")
-        for key, value in sorted(r["variants"].items()):
-            lines.append(f"| &nbsp;&nbsp;{r['recipe']} `{key}` | | | {value:.2f} | | | |"
-                         if "retained_pct" in key or "mean_score" in key else
-                         f"| &nbsp;&nbsp;{r['recipe']} `{key}` | {value:.2f} |" + " |" * (len(names) + 3))
+        variants = r["variants"]
+        prefixes = sorted({k.split("/")[0] for k in variants if k.startswith("student_dim")},
+                          key=lambda p: -int(p.removeprefix("student_dim")))
+        for prefix, label in [(p, f"first {p.removeprefix('student_dim')} dims") for p in prefixes] + [
+                ("asymmetric", "student queries × teacher documents")]:
+            cells = [variants.get(f"{prefix}/{q}") for q in quality]
+            if all(c is None for c in cells):
+                continue
+            retained = [f"{variants[k]:.2f} ({k.split('/')[-1]})" for k in variants
+                        if k.startswith(f"{prefix}/retained_pct/")]
+            mean = variants.get(f"{prefix}/mean_score")
+            lines.append(f"| &nbsp;&nbsp;{recipe}: {label} | " + " | ".join("" if c is None else f"{c:.2f}" for c in cells)
+                         + f" | {'' if mean is None else f'{mean:.2f}'} | {', '.join(retained)} | | |")
     return lines
+
+
+def render(path: Path, quality: list[str]) -> list[str]:
+    data = json.loads(path.read_text())
+    return table(data["rows"], quality)
 
 
 def main() -> int:
@@ -117,8 +132,15 @@ def main() -> int:
     parser.add_argument("--config", choices=["default", "benchmark"], default="default")
     parser.add_argument("--recipes", default=",".join(RECIPES), help=f"comma-separated, from: {', '.join(RECIPES)}")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="applied to every recipe")
+    parser.add_argument("--render", type=Path, metavar="JSON",
+                        help="print the table of an earlier run's bench/out/ablation/<config>.json, run nothing")
     args = parser.parse_args()
     os.chdir(ROOT)
+    if args.render:
+        params = recipe_params(args.config, next(iter(RECIPES)), args.set)
+        print("\n".join(render(args.render, [f"{s.name}/{s.primary_metric}" for s in params.eval.sets
+                                             if is_quality_set(s)])))
+        return 0
     recipes = args.recipes.split(",")
     unknown = [r for r in recipes if r not in RECIPES]
     if unknown:
