@@ -147,6 +147,7 @@ def main() -> int:
         parser.error(f"unknown recipes {unknown}; choose from {list(RECIPES)}")
     command = f"python bench/ablation.py --config {args.config} --recipes {args.recipes}" + "".join(
         f" --set {s}" for s in args.set)
+    started = provenance(command)  # the code that runs is the code at the start, whatever is committed later
     rows, timings = [], {}
     for index, recipe in enumerate(recipes, start=1):
         params = recipe_params(args.config, recipe, args.set)
@@ -165,7 +166,7 @@ def main() -> int:
         lines.append("seconds per recipe (prepare+label+train+evaluate): "
                      + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()))
         done = "" if index == len(recipes) else f" (partial: {index} of {len(recipes)} recipes)"
-        print(f"\n{provenance(command)}{done}\n\n" + "\n".join(lines), flush=True)
+        print(f"\n{started}{done}\n\n" + "\n".join(lines), flush=True)
         out = ROOT / "bench/out/ablation"
         out.mkdir(parents=True, exist_ok=True)
         (out / f"{args.config}.json").write_text(json.dumps({"rows": rows, "timings": timings}, indent=2))

@@ -51,6 +51,10 @@ def main() -> int:
                         help="comma-separated steps to run; e.g. 'evaluate' re-scores the saved student")
     args = parser.parse_args()
     os.chdir(ROOT)  # params paths (outputs, ../shared/data) are relative to the project root
+    command = "python bench/quality.py" + "".join(f" --{k} {v}" for k, v in
+                                                   (("steps", args.steps),) if v != parser.get_default("steps"))
+    command += "".join(f" --set {s}" for s in args.set)
+    started = provenance(command)  # the code that runs is the code at the start, whatever is committed later
     params = load_params([ROOT / "params.yaml", ROOT / "params/benchmark.yaml"], args.set)
     timings = {}
     with pipeline_lock(params.paths.lock):  # held across all steps: no other run slips in between
@@ -105,10 +109,7 @@ def main() -> int:
     }
     lines.append(f"SUMMARY quality: {sum(checks.values())}/{len(checks)} targets met; " + "; ".join(
         f"{text} {'OK' if ok else 'MISSED'}" for text, ok in checks.items()))
-    command = "python bench/quality.py" + "".join(f" --{k} {v}" for k, v in
-                                                   (("steps", args.steps),) if v != parser.get_default("steps"))
-    command += "".join(f" --set {s}" for s in args.set)
-    print(f"\n{provenance(command)}\n\n```\n" + "\n".join(lines) + "\n```")
+    print(f"\n{started}\n\n```\n" + "\n".join(lines) + "\n```")
     (ROOT / "bench/out").mkdir(parents=True, exist_ok=True)
     (ROOT / "bench/out/quality.json").write_text(json.dumps({"metrics": m, "timings": timings}, indent=2))
     return 0
