@@ -111,15 +111,21 @@ class FolderSource(_Section):
     unit: Literal["as_is", "sentence", "passage"] = "passage"
 
 
-class HubSource(_Section):
-    """A Hugging Face Hub dataset (needs network access)."""
+class _HubColumn(_Section):
+    """One column of a Hugging Face Hub dataset split (needs network access)."""
 
     type: Literal["hub"]
     name: str
     config: str | None = None
     split: str = "train"
-    column: str = "text"
+    column: str
     revision: str | None = None
+
+
+class HubSource(_HubColumn):
+    """Corpus texts from a Hugging Face Hub dataset column."""
+
+    column: str = "text"
     unit: Literal["as_is", "sentence", "passage"] = "as_is"
 
 
@@ -154,15 +160,10 @@ class FileQueries(_Section):
     column: str = "query"
 
 
-class HubQueries(_Section):
-    """Queries from a Hugging Face Hub dataset column (needs network access)."""
+class HubQueries(_HubColumn):
+    """Queries from a Hugging Face Hub dataset column."""
 
-    type: Literal["hub"]
-    name: str
-    config: str | None = None
-    split: str = "train"
     column: str = "query"
-    revision: str | None = None
     max_queries: int | None = Field(default=None, gt=0)
 
 

@@ -146,13 +146,18 @@ def read_folder(source: FolderSource, passage_chars: int) -> Iterator[Record]:
             yield Record(text, str(path.relative_to(folder)), str(folder))
 
 
-def read_hub(source: HubSource, passage_chars: int) -> Iterator[Record]:
+def hub_column(source: HubSource | HubQueries, limit: int | None = None) -> list:
+    """The values of ``source.column`` (the first ``limit``) of a Hub dataset split."""
     import datasets
 
     table = datasets.load_dataset(source.name, source.config, split=source.split, revision=source.revision)
     if source.column not in table.column_names:
         raise DataError(f"hub dataset {source.name}: missing column {source.column!r}; it has {table.column_names}")
-    for row, value in column_values(table[source.column], source.column, f"hub dataset {source.name}"):
+    return table[source.column][:limit] if limit else table[source.column]
+
+
+def read_hub(source: HubSource, passage_chars: int) -> Iterator[Record]:
+    for row, value in column_values(hub_column(source), source.column, f"hub dataset {source.name}"):
         for text in _units(value, source.unit, passage_chars):
             yield Record(text, f"{source.name}#{row}", source.name)
 
@@ -263,15 +268,7 @@ def _user_queries(source: FileQueries | HubQueries) -> list[dict]:
             values = list(column_values(load_table(path, source.column), source.column, str(path)))
         origin = str(path)
     else:
-        import datasets
-
-        table = datasets.load_dataset(source.name, source.config, split=source.split, revision=source.revision)
-        if source.column not in table.column_names:
-            raise DataError(
-                f"corpus.queries hub dataset {source.name}: missing column {source.column!r}; it has {table.column_names}"
-            )
-        column = table[source.column][: source.max_queries] if source.max_queries else table[source.column]
-        values = list(column_values(column, source.column, f"hub dataset {source.name}"))
+        values = list(column_values(hub_column(source, source.max_queries), source.column, f"hub dataset {source.name}"))
         origin = source.name
     queries = [{"query": text, "kind": "user", "doc_id": None, "positive": None} for _, text in values]
     if not any(q["query"].strip() for q in queries):
