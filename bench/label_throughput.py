@@ -23,6 +23,7 @@ from distill.config import load_params
 from distill.encoding import teacher_encoder
 from distill.pipeline import configure
 from distill.readers import load_corpus
+from quality import provenance  # bench/quality.py: the script's folder is on sys.path
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,6 +35,9 @@ def main() -> int:
     parser.add_argument("--params", action="append", default=None)
     args = parser.parse_args()
     os.chdir(ROOT)  # params paths (outputs, ../shared/data) are relative to the project root
+    command = "python bench/label_throughput.py" + "".join(
+        f" --{k} {v}" for k, v in vars(args).items() if v != parser.get_default(k))
+    started = provenance(command)
     params = load_params(args.params or [ROOT / "params.yaml", ROOT / "params/benchmark.yaml"])
     configure(params)
     corpus = load_corpus(params.paths.prepared)
@@ -55,7 +59,8 @@ def main() -> int:
                 rates[name].append(len(texts) / (time.perf_counter() - start))
                 print(f"round {round_number + 1}  {name:<10}  {rates[name][-1]:8.2f} texts/s", flush=True)
     label_rate, encode_rate = (statistics.median(rates[k]) for k in ("label step", "encode"))
-    print(f"\nmodel {params.teacher.model}, {len(texts)} texts, batch {params.teacher.batch_size}, "
+    print(f"\n{started}")
+    print(f"model {params.teacher.model}, {len(texts)} texts, batch {params.teacher.batch_size}, "
           f"{torch.get_num_threads()} threads, shard size {params.teacher.shard_size}")
     print(f"{'':<12}{'median texts/s':>16}")
     print(f"{'label step':<12}{label_rate:>16.2f}")
