@@ -222,13 +222,14 @@ def _tokenizer_state(tokenizer) -> bytes:
 
 
 def fingerprint(model: torch.nn.Module, tokenizer=None) -> str:
-    """A hash of the module stack, the weights (with their dtype) and the tokenizer (``model.tokenizer``
+    """A hash of the module stack, the weights and the tokenizer (``model.tokenizer``
     unless given), for cache keys: a change to any of them alters it."""
     digest = hashlib.blake2b(digest_size=16)
     digest.update(repr(model).encode())
     for name, tensor in sorted(model.state_dict().items()):
-        digest.update(f"{name}:{tensor.dtype}".encode())
-        # Raw bytes, so bfloat16 (which numpy lacks) hashes like any other dtype.
+        digest.update(name.encode())
+        # Raw bytes (the dtype shows in them), so bfloat16, which numpy lacks, hashes like any other
+        # dtype; for float32 they are the bytes numpy gives, so existing caches keep their keys.
         digest.update(tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     digest.update(_tokenizer_state(tokenizer if tokenizer is not None else model.tokenizer))
     return digest.hexdigest()
