@@ -44,7 +44,7 @@ def test_weighted_candidate_objectives_share_one_forward_pass(minilm):
     texts = [["what rose today", "why fell stocks"], ["shares rose sharply", "stocks fell on news"],
              ["the cat sat", "a new phone"], ["rain is due", "the match ended"]]
     scores = torch.tensor([[0.7, 0.2, 0.1], [0.6, 0.3, 0.4]])
-    config = TrainConfig(objectives={"margin_mse": 1.0, "kl": 0.5, "mnrl": 0.25, "relative": 2.0})
+    config = TrainConfig(objectives={"margin_mse": 1.0, "kl": 0.5, "mnrl": 0.25, "relative": 2.0}, matryoshka_dims=[])
     combined = candidate_loss(student, config)
     calls = []
     student.register_forward_hook(lambda *args: calls.append(1))
@@ -60,7 +60,8 @@ def test_weighted_candidate_objectives_share_one_forward_pass(minilm):
 
 
 def test_teacher_scores_enter_margin_mse_in_the_students_cosine_units(minilm):
-    config = TrainConfig(objectives={"margin_mse": 1.0}, student_temperature=0.05, teacher_temperature=1.0)
+    config = TrainConfig(objectives={"margin_mse": 1.0}, student_temperature=0.05, teacher_temperature=1.0,
+                         matryoshka_dims=[])
     combined = candidate_loss(minilm, config)
     logits = torch.tensor([[8.0, 2.0]])
     assert torch.allclose(combined.label_maps["margin_mse"](logits), logits * 0.05)
