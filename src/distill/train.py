@@ -174,12 +174,11 @@ def run(params: Params) -> Path:
     config = params.train
     train_texts, eval_texts = train_frame["text"].tolist(), eval_frame["text"].tolist()
     train_labels, eval_labels = cache.get(train_texts), cache.get(eval_texts)
-    queries = load_queries(params.paths.prepared)
     query_texts: list[str] = []
     if config.mode == "asymmetric":
         # The student will encode queries against teacher-encoded documents: it learns the teacher's
         # space on the queries themselves as well as on the passages.
-        query_texts = queries["query"].tolist()
+        query_texts = load_queries(params.paths.prepared)["query"].tolist()
         query_labels = teacher.encode(query_texts, "query", desc="teacher queries")
     candidates = load_candidates(params.paths.mined) if config.uses(CANDIDATE_OBJECTIVES) else None
     if candidates is not None and not len(candidates):
