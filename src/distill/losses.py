@@ -17,7 +17,26 @@ from sentence_transformers import SentenceTransformer
 from torch import Tensor, nn
 
 
-class InBatchSimilarityLoss(nn.Module):
+class _JasperLoss(nn.Module):
+    """Shared by the Jasper/Stella losses below: one student pass per text column, then
+    ``compute_loss_from_embeddings`` (which :class:`WeightedSumLoss` also calls directly)."""
+
+    def __init__(self, model: SentenceTransformer) -> None:
+        super().__init__()
+        self.model = model
+
+    def compute_loss_from_embeddings(self, embeddings: list[Tensor], labels: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor) -> Tensor:
+        return self.compute_loss_from_embeddings([self.model(f)["sentence_embedding"] for f in sentence_features], labels)
+
+    @property
+    def citation(self) -> str:
+        return "https://arxiv.org/abs/2412.19048"
+
+
+class InBatchSimilarityLoss(_JasperLoss):
     """MSE between the student's and the teacher's in-batch cosine-similarity matrices.
 
     The student matches how the teacher relates the texts of a batch to each other rather than
@@ -31,10 +50,6 @@ class InBatchSimilarityLoss(nn.Module):
     The loss compares two ``(batch, batch)`` matrices.
     """
 
-    def __init__(self, model: SentenceTransformer) -> None:
-        super().__init__()
-        self.model = model
-
     def compute_loss_from_embeddings(self, embeddings: list[Tensor], labels: Tensor) -> Tensor:
         embeddings = torch.cat(embeddings)
         student = F.normalize(embeddings, dim=-1)
@@ -42,15 +57,9 @@ class InBatchSimilarityLoss(nn.Module):
         teacher = teacher.repeat(len(student) // len(teacher), 1)
         return F.mse_loss(student @ student.T, teacher @ teacher.T)
 
-    def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor) -> Tensor:
-        return self.compute_loss_from_embeddings([self.model(f)["sentence_embedding"] for f in sentence_features], labels)
-
-    @property
-    def citation(self) -> str:
-        return "https://arxiv.org/abs/2412.19048"
 
 
-class RelativeSimilarityLoss(nn.Module):
+class RelativeSimilarityLoss(_JasperLoss):
     """Pairwise rank term: wherever the teacher scores candidate ``i`` above ``j`` for a query, the
     student's cosine for ``i`` should beat ``j``'s by ``margin`` (hinge). The relative similarity
     distillation loss of Jasper and Stella (https://arxiv.org/abs/2412.19048), over mined candidates.
@@ -60,8 +69,8 @@ class RelativeSimilarityLoss(nn.Module):
     """
 
     def __init__(self, model: SentenceTransformer, margin: float = 0.015) -> None:
-        super().__init__()
-        self.model, self.margin = model, margin
+        super().__init__(model)
+        self.margin = margin
 
     def compute_loss_from_embeddings(self, embeddings: list[Tensor], labels: Tensor) -> Tensor:
         query = F.normalize(embeddings[0], dim=-1)
@@ -71,12 +80,6 @@ class RelativeSimilarityLoss(nn.Module):
         hinge = F.relu(self.margin - (student.unsqueeze(2) - student.unsqueeze(1)))
         return (hinge * teacher_above).sum() / teacher_above.sum().clamp(min=1)
 
-    def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor) -> Tensor:
-        return self.compute_loss_from_embeddings([self.model(f)["sentence_embedding"] for f in sentence_features], labels)
-
-    @property
-    def citation(self) -> str:
-        return "https://arxiv.org/abs/2412.19048"
 
 
 class WeightedSumLoss(nn.Module):
