@@ -53,6 +53,9 @@ RECIPES: dict[str, list[str]] = {
     "similarity+mnrl": objectives(similarity=1.0, mnrl=1.0),
     "similarity+margin_mse+relative": objectives(similarity=1.0, margin_mse=1.0, relative=1.0),
     "matryoshka(64|128|256)": objectives(similarity=1.0, margin_mse=1.0, dims=(64, 128, 256)),
+    # The same recipe trained longer and harder: does the student move further towards the teacher?
+    "matryoshka(64|128|256)-3ep-lr5e-5": [*objectives(similarity=1.0, margin_mse=1.0, dims=(64, 128, 256)),
+                                          "train.epochs=3", "train.learning_rate=5e-5"],
     "asymmetric(cosine+margin_mse)": ["train.mode=asymmetric", *objectives(cosine=1.0, margin_mse=1.0)],
     # Students that start from the teacher: 4 and 6 of all-mpnet-base-v2's 12 layers.
     "pruned4(cosine+margin_mse)": [*PRUNED_4, *objectives(cosine=1.0, margin_mse=1.0)],

@@ -30,6 +30,16 @@ def test_bbc_offline_corpus_splits_by_document():
     pd.testing.assert_frame_equal(frame, again)
 
 
+def test_bbc_first_units_per_document():
+    """max_units_per_document keeps each article's first passages, in order: more articles per text budget."""
+    source = {"type": "bbc", "unit": "passage", "max_documents": 30}
+    every = build_corpus(corpus([source], heldout_fraction=0.3), seed=1)[0]
+    capped = build_corpus(corpus([{**source, "max_units_per_document": 2}], heldout_fraction=0.3), seed=1)[0]
+    assert capped.groupby("doc_id").size().max() == 2 < every.groupby("doc_id").size().max()
+    for doc_id, texts in capped.groupby("doc_id")["text"]:
+        assert texts.tolist() == every[every["doc_id"] == doc_id]["text"].tolist()[:2]
+
+
 def test_file_sources_clean_dedupe_and_cap(tmp_path):
     (tmp_path / "a.txt").write_text("first text here\n\n  first   text here \nsecond one\nx\n" + "y" * 50 + "\n")
     pd.DataFrame({"body": ["from jsonl one", "from jsonl two"]}).to_json(tmp_path / "b.jsonl", orient="records", lines=True)

@@ -91,6 +91,9 @@ class BbcSource(_Section):
     type: Literal["bbc"]
     unit: Literal["sentence", "passage"] = "passage"
     max_documents: int | None = Field(default=None, gt=0)
+    # The first N units of each article: more articles (so more held-out headline queries) for the
+    # same corpus.max_texts budget. null = every unit.
+    max_units_per_document: int | None = Field(default=None, gt=0)
 
 
 class FileSource(_Section):

@@ -115,7 +115,7 @@ def read_bbc(source: BbcSource, passage_chars: int) -> Iterator[Record]:
             text = raw.decode("latin-1")  # the original BBC files are ISO-8859-1 (e.g. "£" as 0xA3)
         title, _, body = text.partition("\n")
         doc_id = f"bbc/{topic}/{path.stem}"
-        for text in _units(body, source.unit, passage_chars):
+        for text in _units(body, source.unit, passage_chars)[: source.max_units_per_document]:
             yield Record(text, doc_id, "bbc", topic, title.strip() or None)
 
 
