@@ -1,92 +1,129 @@
-"""The ``distill-pipeline`` Prefect flow: prepare → label → train → evaluate → register.
+"""The ``distill-pipeline`` Prefect flow: prepare → label → train → evaluate → register, as DVC runs.
 
-Each task calls the same ``distill`` step function as the DVC stage of the same name, so both entry
-points read and write one content-addressed label cache and the same outputs. Run it in-process
-(``python flows/distill_pipeline.py --once``) or serve the ``local`` deployment (no arguments) and
-start runs with ``prefect deployment run distill-pipeline/local -p train.epochs=2``.
+Each task runs its DVC stage (``dvc repro --single-item <stage>``), so a flow run and ``dvc repro``
+are one pipeline with one ``dvc.lock``: after a flow run ``dvc status`` is clean and ``dvc repro``
+does nothing, and after ``dvc repro`` a flow run only registers. Overrides are applied to
+``params.yaml`` for the run, as ``dvc exp run --set-param`` does, and the file is restored after.
+Every flow run is saved as a DVC experiment named after the flow run (``dvc exp show`` lists it with
+its params and metrics), its outputs are pushed to the DVC remote, and its MLflow run and registered
+model version carry the experiment, the ``dvc.lock`` hash and the data's hashes.
+
+Run it from the project root: in-process (``python flows/distill_pipeline.py --once --set
+train.epochs=2``) or serve the ``local`` deployment (no arguments) and start runs with
+``prefect deployment run distill-pipeline/local -p train='{"epochs": 2}'``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict
+import os
+from pathlib import Path
 from typing import Any
 
+from mlflow.tracking import MlflowClient
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from distill.config import Params, load_params
+from distill import lineage
+from distill.config import ParamsError, load_params
+from distill.io import read_json
 from distill.lock import pipeline_lock
-from distill.pipeline import STEPS, configure
+from distill.pipeline import configure
 from distill.tracking import pipeline_run
 
-# Retries where a second try can succeed: hub downloads while labelling, a busy tracking store.
-# Bad params, bad data and training divergence fail the same way twice, so they are not retried.
+# Retries where a second try can succeed: hub downloads while labelling, a busy tracking store, a
+# remote that did not answer. Bad params, bad data and training divergence fail the same way twice.
 # A retried register reuses the version its MLflow run registered already (never a twin).
-RETRIES = {"prepare": 0, "label": 2, "train": 0, "evaluate": 1, "register": 2}
+RETRIES = {"prepare": 0, "label": 2, "train": 0, "evaluate": 1, "register": 2, "push": 2}
 
 
-def _step_task(name: str):
-    def run(params: Params) -> Any:
+def _stage_task(name: str):
+    def run(root: str, mlflow_run_id: str) -> None:
         # Printed, not only logged: `make run` streams the served process's output to the terminal.
         print(f"== step {name} ==", flush=True)
-        return STEPS[name](params)
+        # register always runs: a flow run ends in a model version of its own MLflow run, even when
+        # `dvc repro` already did every other stage.
+        lineage.repro_stage(name, Path(root), lineage.stage_env(os.getpid(), mlflow_run_id), force=name == "register")
 
     return task(name=name, retries=RETRIES[name], retry_delay_seconds=5, cache_policy=NO_CACHE)(run)
 
 
-TASKS = {name: _step_task(name) for name in STEPS}
+STAGE_TASKS = {name: _stage_task(name) for name in ("prepare", "label", "train", "evaluate", "register")}
+
+
+@task(name="push", retries=RETRIES["push"], retry_delay_seconds=5, cache_policy=NO_CACHE)
+def push(root: str) -> None:
+    print("== push to the DVC remote ==", flush=True)
+    lineage.push(Path(root))
+
+
+@task(name="save-experiment", cache_policy=NO_CACHE)
+def save_experiment(root: str, name: str) -> lineage.Experiment:
+    return lineage.save_experiment(Path(root), name)
 
 
 @flow(name="distill-pipeline")
 def distill_pipeline(
-    params_file: str = "params.yaml",
     overrides: list[str] | None = None,
     seed: int | None = None,
     threads: int | None = None,
     teacher: dict[str, Any] | None = None,
     student: dict[str, Any] | None = None,
     corpus: dict[str, Any] | None = None,
+    mining: dict[str, Any] | None = None,
     train: dict[str, Any] | None = None,
     eval: dict[str, Any] | None = None,  # noqa: A002 - the params section is called eval
     paths: dict[str, Any] | None = None,
     tracking: dict[str, Any] | None = None,
     register: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Run every step on ``params_file``.
+    """Run every stage on ``params.yaml`` of the current directory (the DVC project).
 
     Overrides come as dotted strings (``overrides=["train.epochs=2"]``) or as one partial mapping
     per params section (``train={"epochs": 2}``, which is ``-p train='{"epochs": 2}'`` on the
-    Prefect CLI); both are merged onto the file and validated by the same config module.
+    Prefect CLI); both are merged onto the file and validated before anything runs.
     """
+    root = Path.cwd()
+    if not (root / "dvc.yaml").is_file():
+        raise ParamsError(f"{root} has no dvc.yaml: run the flow from the project root (where `make run` serves it)")
     sections = {
-        "seed": seed, "threads": threads, "teacher": teacher, "student": student, "corpus": corpus, "train": train,
-        "eval": eval, "paths": paths, "tracking": tracking, "register": register,
+        "seed": seed, "threads": threads, "teacher": teacher, "student": student, "corpus": corpus, "mining": mining,
+        "train": train, "eval": eval, "paths": paths, "tracking": tracking, "register": register,
     }
     updates = {key: value for key, value in sections.items() if value is not None}
-    params = load_params(params_file, overrides, updates)
+    params = load_params(root / lineage.PARAMS_FILE, overrides, updates)
     configure(params)
-    with pipeline_lock(params.paths.lock):
-        run_name = flow_run.get_name() or None
-        with pipeline_run(params, run_name=run_name, tags={"entry_point": "prefect"}):
+    run_name = flow_run.get_name() or "flow"
+    with pipeline_lock(params.paths.lock), lineage.params_applied(root, lineage.override_leaves(overrides, updates)):
+        with pipeline_run(params, run_name=run_name, tags={"entry_point": "prefect"}) as run_id:
             for name in ("prepare", "label", "train", "evaluate"):
-                TASKS[name](params)
-            registration = TASKS["register"](params)
-    return asdict(registration)
+                STAGE_TASKS[name](str(root), run_id)
+            push(str(root))  # the data is on the remote before any version points at it
+            STAGE_TASKS["register"](str(root), run_id)
+            registration = read_json(Path(params.paths.metrics) / "registry.json")
+            experiment = save_experiment(str(root), f"{run_name}-{run_id[:8]}")
+            push(str(root))  # and the registry record
+            tags = {"dvc_experiment": experiment.name, "dvc_experiment_rev": experiment.rev}
+            client = MlflowClient()
+            for key, value in tags.items():
+                client.set_tag(run_id, key, value)
+                client.set_model_version_tag(registration["model_name"], str(registration["version"]), key, value)
+    print(f"DVC experiment {experiment.name} ({experiment.rev[:8]}): `dvc exp show`; restore its data in a clone "
+          f"with `dvc exp pull origin {experiment.name} && dvc exp apply {experiment.name}`", flush=True)
+    return {**registration, **tags}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--once", action="store_true", help="run the flow once in-process instead of serving")
-    parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
     if args.once:
-        print(json.dumps(distill_pipeline(args.params, args.set), indent=2))
+        print(json.dumps(distill_pipeline(args.set), indent=2))
     else:
-        distill_pipeline.serve(name="local", parameters={"params_file": args.params})
+        distill_pipeline.serve(name="local")
 
 
 if __name__ == "__main__":

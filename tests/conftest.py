@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -96,7 +97,13 @@ def finished_pipeline(tmp_path_factory):
     return params, flat
 
 
+def git(args: list[str], cwd: Path) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True).stdout
+
+
 def project_copy(target: Path) -> Path:
+    """The project's files (tracked and untracked, not ignored) in a new git repository with one
+    commit, its own git identity and a DVC remote of its own beside it (never the user's ~/.cache)."""
     files = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
         cwd=ROOT, capture_output=True, text=True, check=True,
@@ -105,5 +112,11 @@ def project_copy(target: Path) -> Path:
         if (ROOT / name).is_file():
             (target / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, target / name)
-    subprocess.run(["git", "init", "-q"], cwd=target, check=True)
+    git(["init", "-q"], target)
+    git(["config", "user.name", "distill tests"], target)
+    git(["config", "user.email", "tests@distill.invalid"], target)
+    subprocess.run([sys.executable, "-m", "dvc", "remote", "add", "-d", "-f", "local", str(target.parent / "dvc-remote")],
+                   cwd=target, check=True, capture_output=True)
+    git(["add", "-A"], target)
+    git(["commit", "-q", "-m", "project copy"], target)
     return target

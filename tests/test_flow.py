@@ -1,5 +1,6 @@
-"""The Prefect flow in-process, cache reuse across entry points, locking, and the served deployment."""
+"""The Prefect flow in-process as DVC runs and experiments with lineage, locking, and the services' CLI."""
 
+import json
 import os
 import socket
 import subprocess
@@ -8,12 +9,13 @@ from pathlib import Path
 
 import mlflow
 import pytest
+import yaml
 from prefect.testing.utilities import prefect_test_harness
 
-from distill.config import load_params
-from distill.cache import EmbeddingCache
-from distill.lock import pipeline_lock
-from tests.conftest import ROOT, write_tiny_params
+from distill.config import load_params, params_from_dict
+from distill.lineage import override_leaves, params_applied
+from distill.lock import HOLDER_ENV, pipeline_lock
+from tests.conftest import ROOT, git, project_copy, tiny_params_dict, write_tiny_params
 
 sys.path.insert(0, str(ROOT / "flows"))
 from distill_pipeline import distill_pipeline  # noqa: E402
@@ -35,59 +37,77 @@ def harness():
         yield
 
 
-def test_flow_reuses_the_cli_labels_and_registers(harness, tmp_path, monkeypatch):
+@pytest.fixture
+def dvc_project(tmp_path, monkeypatch):
+    """A committed copy of the project on the tiny config, as the current directory, with its own DVC
+    remote and MLflow store. DVC reads tracked params from params.yaml itself: every key is written."""
+    project = project_copy(tmp_path / "project")
+    params = params_from_dict(tiny_params_dict(Path("."))).model_dump(mode="json", by_alias=True)
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    git(["commit", "-q", "-am", "tiny params"], project)
+    monkeypatch.chdir(project)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    path = write_tiny_params(tmp_path)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    for step in ("prepare", "label"):
-        subprocess.run([sys.executable, "-m", "distill", step, "--params", str(path)], cwd=ROOT, env=env, check=True,
-                       capture_output=True)
-    params = load_params(path)
-    labels_before = shard_count(params.paths.teacher_cache)
-
-    result = distill_pipeline(str(path), train={"max_steps": 2})
-    assert shard_count(params.paths.teacher_cache) == labels_before, "the flow recomputed teacher labels"
-    # Two steps of training do not beat the undistilled student beyond noise: an honest challenger.
-    assert result["version"] == 1 and result["alias"] == "challenger", result
-    eval_shards = shard_count(params.paths.eval_cache)
-
-    # A second run with only a training change: every teacher and baseline embedding of labels and
-    # evaluation texts comes from the caches (counted at the cache, where every fill goes through).
-    # Throughput is measured fresh in each run, like for like, outside the caches.
-    filled = []
-    fill = EmbeddingCache.fill
-
-    def counting(self, texts, encode, *args, **kwargs):
-        filled.append((kwargs.get("desc", ""), len(self.missing(texts))))
-        return fill(self, texts, encode, *args, **kwargs)
-
-    monkeypatch.setattr(EmbeddingCache, "fill", counting)
-    again = distill_pipeline(str(path), overrides=["train.max_steps=3"])
-    assert shard_count(params.paths.teacher_cache) == labels_before
-    misses = [(desc, n) for desc, n in filled if n]
-    assert misses and all(desc.startswith("student") for desc, _ in misses), misses  # only the new student
-    assert shard_count(params.paths.eval_cache) > eval_shards
-    assert again["version"] == 2
-    mlflow.set_tracking_uri(params.tracking.tracking_uri)
-    runs = mlflow.search_runs(experiment_names=[params.tracking.experiment])
-    assert len(runs) == 2 and set(runs["tags.entry_point"]) == {"prefect"}
-
-    # And the other way round: the DVC stage command after the flow finds every label cached.
-    subprocess.run([sys.executable, "-m", "distill", "label", "--params", str(path)], cwd=ROOT, env=env, check=True,
-                   capture_output=True)
-    assert shard_count(params.paths.teacher_cache) == labels_before
+    monkeypatch.setenv("PYTHONPATH", str(project / "src"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return project
 
 
-def test_failed_step_fails_the_run_and_leaves_registry_alone(harness, tmp_path, monkeypatch):
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    path = write_tiny_params(tmp_path, student={"init": "pretrained", "model": str(tmp_path / "missing-model"), "keep_layers": None})
-    with pytest.raises(Exception, match="student.model"):
-        distill_pipeline(str(path))
-    params = load_params(path)
-    mlflow.set_tracking_uri(params.tracking.tracking_uri)
-    runs = mlflow.search_runs(experiment_names=[params.tracking.experiment])
-    assert list(runs["status"]) == ["FAILED"]
-    assert not mlflow.MlflowClient().search_registered_models()
+def dvc(args, cwd) -> str:
+    result = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=cwd, capture_output=True, text=True)
+    assert result.returncode == 0, f"dvc {args}:\n{result.stdout[-2000:]}{result.stderr[-2000:]}"
+    return result.stdout
+
+
+def test_flow_runs_are_dvc_runs_and_experiments_with_lineage(harness, dvc_project, tmp_path, capfd):
+    project = dvc_project
+    params_bytes = (project / "params.yaml").read_bytes()
+    first = distill_pipeline()
+    assert first["version"] == 1 and first["dvc_experiment"]
+    # A flow run is a DVC run: nothing is left for `dvc repro`, and its experiment holds the lock.
+    assert json.loads(dvc(["status", "--json"], project)) == {}
+    assert "Running stage" not in dvc(["repro"], project)
+    labels = shard_count(project / "data/teacher")
+
+    # After `dvc repro` (nothing to do here) a flow run with the same params only registers.
+    capfd.readouterr()
+    second = distill_pipeline()
+    out = capfd.readouterr().out
+    assert second["version"] == 2 and "Running stage 'register'" in out
+    assert not any(f"Running stage '{s}'" in out for s in ("prepare", "label", "train", "evaluate")), out[-3000:]
+
+    # An override is an experiment: params.yaml stays as written, `dvc exp show` lists the run's params
+    # and metrics, and no teacher text is encoded again.
+    third = distill_pipeline(overrides=["train.max_steps=2"])
+    assert (project / "params.yaml").read_bytes() == params_bytes
+    assert shard_count(project / "data/teacher") == labels
+    shown = json.loads(dvc(["exp", "show", "--json"], project))
+    experiments = {e["name"]: e["revs"][0]["data"] for baseline in shown for e in baseline.get("experiments") or []}
+    data = experiments[third["dvc_experiment"]]
+    assert data["params"]["params.yaml"]["data"]["train"]["max_steps"] == 2
+    assert "student/mean_score" in json.dumps(data["metrics"])
+    assert first["dvc_experiment"] in experiments and second["dvc_experiment"] in experiments
+
+    # MLflow knows the lineage: the run and the registered version carry the same tags.
+    mlflow.set_tracking_uri("sqlite:///mlflow.db")
+    client = mlflow.MlflowClient()
+    version = client.get_model_version(third["model_name"], str(third["version"]))
+    run_tags = client.get_run(third["run_id"]).data.tags
+    for key in ("git_commit", "dvc_lock", "dvc_experiment", "dvc_experiment_rev", "dvc_out/data/prepared",
+                "dvc_out/data/teacher", "dvc_out/data/mined", "dvc_out/models/student"):
+        assert version.tags[key] == run_tags[key] and run_tags[key] not in ("", "none", "unknown"), key
+    assert run_tags["entry_point"] == "prefect" and len(client.search_runs([client.get_experiment_by_name("distill").experiment_id])) == 3
+
+    # A fresh clone restores the experiment's data from the DVC remote: the status is clean and
+    # labelling encodes nothing (the label cache's content addresses survive the round trip).
+    clone = tmp_path / "clone"
+    git(["clone", "-q", str(project), str(clone)], tmp_path)
+    dvc(["exp", "pull", "origin", third["dvc_experiment"]], clone)
+    dvc(["exp", "apply", third["dvc_experiment"]], clone)
+    assert json.loads(dvc(["status", "--json"], clone)) == {}
+    assert (clone / "params.yaml").read_text().count("max_steps: 2") == 1
+    clone_labels = shard_count(clone / "data/teacher")
+    subprocess.run([sys.executable, "-m", "distill", "label"], cwd=clone, check=True, capture_output=True)
+    assert shard_count(clone / "data/teacher") == clone_labels == labels
 
 
 def test_second_run_is_refused_while_one_holds_the_lock(tmp_path):
@@ -104,6 +124,20 @@ def test_second_run_is_refused_while_one_holds_the_lock(tmp_path):
     assert released.returncode == 0, released.stderr  # leaving the outer context freed the lock
 
 
+def test_children_of_the_holder_share_the_lock(tmp_path):
+    """The flow holds the lock for its `dvc repro` stages: a child whose ancestor holds it may run;
+    the same variable naming a process that is not an ancestor opens nothing."""
+    path = write_tiny_params(tmp_path)
+    params = load_params(path)
+    command = [sys.executable, "-m", "distill", "prepare", "--params", str(path)]
+    with pipeline_lock(params.paths.lock):
+        child = subprocess.run(command, cwd=ROOT, capture_output=True, text=True,
+                               env={**os.environ, HOLDER_ENV: str(os.getpid())})
+        assert child.returncode == 0, child.stderr
+        stranger = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env={**os.environ, HOLDER_ENV: "1"})
+        assert stranger.returncode == 2 and "another pipeline run" in stranger.stderr
+
+
 def test_trigger_without_server_says_how_to_start_it(tmp_path):
     env = {**os.environ, "DISTILL_PREFECT_PORT": str(free_port())}  # never the user's server on 4200
     result = subprocess.run([sys.executable, "-m", "distill.services", "trigger", "-p", "train.epochs=2"],
@@ -116,8 +150,22 @@ def test_trigger_without_server_says_how_to_start_it(tmp_path):
 def test_dotted_keys_become_section_parameters():
     from distill.services import flow_parameters
 
-    assert flow_parameters(["train.epochs=2", "train.learning_rate=5e-5", "params_file=p.yaml", "seed=3"]) == {
+    assert flow_parameters(["train.epochs=2", "train.learning_rate=5e-5", "overrides=[a.b=1]", "seed=3"]) == {
         "train": {"epochs": 2, "learning_rate": "5e-5"},
-        "params_file": "p.yaml",
+        "overrides": ["a.b=1"],
         "seed": 3,
     }
+
+
+def test_overrides_are_applied_to_params_yaml_and_undone(tmp_path):
+    (tmp_path / "params.yaml").write_text("# mine\ntrain:\n  epochs: 1   # one\n  objectives: {similarity: 1.0}\n")
+    original = (tmp_path / "params.yaml").read_bytes()
+    leaves = override_leaves(["train.objectives={kl: 1.0}"], {"train": {"epochs": 2}, "seed": 3})
+    assert leaves == {"train.objectives.kl": 1.0, "train.epochs": 2, "seed": 3}
+    assert override_leaves(None, {}) == override_leaves([], {"train": {}}) == {}
+    with pytest.raises(RuntimeError), params_applied(tmp_path, leaves):
+        applied = (tmp_path / "params.yaml").read_text()
+        assert yaml.safe_load(applied) == {"train": {"epochs": 2, "objectives": {"similarity": 1.0, "kl": 1.0}}, "seed": 3}
+        assert "# mine" in applied and "# one" in applied
+        raise RuntimeError("a stage failed")
+    assert (tmp_path / "params.yaml").read_bytes() == original

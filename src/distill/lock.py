@@ -9,9 +9,25 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import psutil
+
 
 class PipelineBusyError(RuntimeError):
     """Another process holds the pipeline lock."""
+
+
+# Set by a process that holds the lock for the subprocesses it starts (the Prefect flow's
+# `dvc repro` stages): the pid of the holder. A child honours it only when the lock file names that
+# pid and the pid is one of its ancestors, so a stray variable cannot open the lock to others.
+HOLDER_ENV = "DISTILL_LOCK_HOLDER"
+
+
+def _held_by_ancestor(path: Path) -> bool:
+    holder = os.environ.get(HOLDER_ENV, "")
+    if not holder.isdigit() or not path.is_file() or path.read_text().strip() != f"pid {holder}":
+        return False
+    ancestors = {p.pid for p in psutil.Process().parents()}
+    return int(holder) in ancestors
 
 
 # Re-entrant per thread, not per process: another thread of the same process opens its own file
@@ -24,7 +40,7 @@ def pipeline_lock(path: str | Path) -> Iterator[None]:
     """Hold an exclusive, non-blocking lock on ``path`` (re-entrant within one thread)."""
     key = str(Path(path).resolve())
     held: set[str] = _local.__dict__.setdefault("held", set())
-    if key in held:
+    if key in held or _held_by_ancestor(Path(path)):
         yield
         return
     Path(path).parent.mkdir(parents=True, exist_ok=True)

@@ -39,6 +39,7 @@ from distill.evaluation import (
 )
 from distill.gate import Interval, decide, paired_bootstrap
 from distill.io import read_json, write_json
+from distill.lineage import lineage_tags
 from distill.models import fingerprint, load_model
 from distill.readers import load_corpus
 from distill.tracking import log_outputs, pipeline_run
@@ -144,6 +145,8 @@ def run(params: Params) -> Registration:
             write_json(metrics_dir / "registry.json", asdict(result))
             return result
         log_outputs(params, metrics)
+        lineage = lineage_tags()
+        mlflow.set_tags(lineage)
         champion = _champion(client, config.model_name)
         versus_champion = interval_against(champion_items(client, champion, spec, params)) if champion else None
         decision = decide(metrics, config, versus_baseline, versus_champion)
@@ -165,6 +168,7 @@ def run(params: Params) -> Registration:
             "corpus_sha256": str(metrics.get("corpus/sha256")),
             "vs_baseline": str(versus_baseline),
             "vs_champion": f"v{champion.version}: {versus_champion}" if champion else "no champion",
+            **lineage,
         }
         if not decision.promote:
             tags["lost_because"] = decision.reason

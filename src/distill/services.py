@@ -169,7 +169,7 @@ def trigger(parameters: list[str], watch: bool = True) -> int:
 
 
 def flow_parameters(dotted: list[str]) -> dict[str, Any]:
-    """``["train.epochs=2", "params_file=x.yaml"]`` → ``{"train": {"epochs": 2}, "params_file": "x.yaml"}``.
+    """``["train.epochs=2", "seed=3"]`` → ``{"train": {"epochs": 2}, "seed": 3}``.
 
     Prefect parameters are the flow's argument names, so a dotted params key becomes a partial
     mapping for its section (``-p train='{"epochs": 2}'``).

@@ -6,10 +6,8 @@ artifacts in ``mlartifacts/``); the ``MLFLOW_TRACKING_URI`` environment variable
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
-import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +17,7 @@ import pandas as pd
 
 from distill.config import Params, flatten
 from distill.evaluation import PER_ITEM_FILE
+from distill.lineage import git_commit
 
 _METRIC_UNSAFE = re.compile(r"[^\w\-. /:]")
 
@@ -48,19 +47,6 @@ def configure(params: Params) -> None:
     mlflow.set_experiment(params.tracking.experiment)
 
 
-def _git_commit() -> str:
-    try:
-        result = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return result.stdout.strip() if result.returncode == 0 else "unknown"
-
-
-def _dvc_lock_hash() -> str:
-    lock = Path("dvc.lock")
-    return hashlib.sha256(lock.read_bytes()).hexdigest()[:16] if lock.is_file() else "none"
-
-
 @contextmanager
 def pipeline_run(params: Params, run_name: str | None = None, tags: dict[str, str] | None = None) -> Iterator[str]:
     """Start (or join the active) MLflow run for one pipeline run; yields its id.
@@ -73,7 +59,7 @@ def pipeline_run(params: Params, run_name: str | None = None, tags: dict[str, st
         return
     configure(params)
     with mlflow.start_run(run_name=run_name) as run:
-        mlflow.set_tags({"git_commit": _git_commit(), "dvc_lock": _dvc_lock_hash(), **(tags or {})})
+        mlflow.set_tags({"git_commit": git_commit(Path.cwd()), **(tags or {})})
         flat = {key: str(value)[:6000] for key, value in flatten(params).items()}
         mlflow.log_params(flat)
         yield run.info.run_id

@@ -1,0 +1,178 @@
+"""DVC lineage of a pipeline run: the stages run through ``dvc repro``, every Prefect flow run is saved
+as a DVC experiment, outputs go to the DVC remote, and MLflow gets the hashes that tie a registered
+model to its exact data.
+
+The Prefect flow calls these; the step modules never do. Everything goes through DVC's own command
+line (``python -m dvc`` with this interpreter), so ``dvc.lock``, ``dvc status``, ``dvc exp show`` and
+``dvc pull`` see exactly what a hand-typed ``dvc repro`` would have left.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from ruamel.yaml import YAML
+
+from distill.config import parse_override
+from distill.lock import HOLDER_ENV
+
+PARAMS_FILE = "params.yaml"
+LOCK_FILE = "dvc.lock"
+# The stages whose outputs a registered model is traced to: prepared corpus, teacher labels and
+# mined candidates, student.
+TRACED_STAGES = ("prepare", "label", "train")
+
+
+class LineageError(RuntimeError):
+    """A DVC command failed; the message carries its output and what to do."""
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    rev: str  # the experiment's git commit (refs/exps/...)
+
+
+def _dvc(args: list[str], root: Path, env: dict[str, str] | None = None, stream: bool = False) -> str:
+    """Run ``dvc <args>`` in ``root`` with this interpreter and return its output. ``stream`` also
+    copies the output to this process's stdout as it comes (a stage's progress bars)."""
+    process = subprocess.Popen([sys.executable, "-m", "dvc", *args], cwd=root, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT)
+    chunks = []
+    while chunk := os.read(process.stdout.fileno(), 65536):
+        chunks.append(chunk)
+        if stream:
+            sys.stdout.buffer.write(chunk)
+            sys.stdout.flush()
+    process.wait()
+    output = b"".join(chunks).decode("utf-8", errors="replace")
+    if process.returncode != 0:
+        raise LineageError(f"`dvc {' '.join(args)}` failed in {root} (exit {process.returncode}):\n{output[-3000:]}")
+    return output
+
+
+def stage_env(lock_holder_pid: int, mlflow_run_id: str | None) -> dict[str, str]:
+    """The environment of the stages a flow runs: this interpreter's ``python`` first on PATH (the
+    stage commands say ``python``), the flow's pipeline lock handed down, and its MLflow run resumed
+    by the register stage (``MLFLOW_RUN_ID``), so one flow run is one MLflow run."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+           HOLDER_ENV: str(lock_holder_pid)}
+    if mlflow_run_id:
+        env["MLFLOW_RUN_ID"] = mlflow_run_id
+    return env
+
+
+def repro_stage(stage: str, root: Path, env: dict[str, str], force: bool = False) -> str:
+    """``dvc repro --single-item <stage>``: runs the stage only if its deps, params or outs changed
+    (``force``: always), and records it in ``dvc.lock``."""
+    return _dvc(["repro", "--single-item", *(["--force"] if force else []), stage], root, env, stream=True)
+
+
+def override_leaves(overrides: list[str] | None, updates: dict[str, Any] | None) -> dict[str, Any]:
+    """Every override as ``{dotted key: value}`` at the leaves: a mapping value merges key by key, as
+    :func:`distill.config.load_params` merges it, and a list replaces."""
+    leaves: dict[str, Any] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):  # an empty mapping merges nothing
+            for key, item in value.items():
+                walk(f"{prefix}.{key}" if prefix else str(key), item)
+        else:
+            leaves[prefix] = value
+
+    for override in overrides or []:
+        walk("", parse_override(override))
+    walk("", updates or {})
+    return leaves
+
+
+@contextmanager
+def params_applied(root: Path, leaves: dict[str, Any]) -> Iterator[None]:
+    """``params.yaml`` holds the overrides while the block runs (as ``dvc exp run --set-param`` does,
+    comments kept) and exactly the user's bytes again afterwards, whatever happens."""
+    path = root / PARAMS_FILE
+    if not leaves:
+        yield
+        return
+    original = path.read_bytes()
+    round_trip = YAML()
+    round_trip.preserve_quotes = True
+    document = round_trip.load(original.decode("utf-8")) or {}
+    for key, value in leaves.items():
+        node = document
+        *parents, last = key.split(".")
+        for part in parents:
+            if not isinstance(node.get(part), dict):
+                node[part] = {}
+            node = node[part]
+        node[last] = value
+    buffer = io.StringIO()
+    round_trip.dump(document, buffer)
+    try:
+        path.write_text(buffer.getvalue())
+        yield
+    finally:
+        path.write_bytes(original)
+
+
+def save_experiment(root: Path, name: str) -> Experiment:
+    """``dvc exp save``: the workspace (params, ``dvc.lock``, the outputs' hashes) as a named
+    experiment that ``dvc exp show`` lists and ``dvc exp pull``/``apply`` restore."""
+    _dvc(["exp", "save", "--name", name, "--force"], root)
+    rev = subprocess.run(["git", "rev-parse", f"refs/exps/{_exp_ref(root, name)}"], cwd=root, capture_output=True,
+                         text=True)
+    if rev.returncode != 0:
+        raise LineageError(f"dvc saved experiment {name!r} but git cannot find its ref: {rev.stderr.strip()}")
+    return Experiment(name=name, rev=rev.stdout.strip())
+
+
+def _exp_ref(root: Path, name: str) -> str:
+    refs = subprocess.run(["git", "for-each-ref", "--format=%(refname)", "refs/exps/"], cwd=root, capture_output=True,
+                          text=True, check=True).stdout.split()
+    matches = [r.removeprefix("refs/exps/") for r in refs if r.endswith(f"/{name}")]
+    if len(matches) != 1:
+        raise LineageError(f"expected one git ref for experiment {name!r}, found {matches}")
+    return matches[0]
+
+
+def push(root: Path, remote: str | None = None) -> None:
+    """``dvc push``: the workspace's outputs (prepared corpus, label cache, mined candidates, student,
+    metrics) to the default DVC remote, or ``remote``."""
+    _dvc(["push", *(["--remote", remote] if remote else [])], root, stream=True)
+
+
+def lineage_tags() -> dict[str, str]:
+    """Tags that pin a run to its code and data: git commit, ``dvc.lock`` hash, and the DVC hashes of
+    the prepared corpus, the teacher labels, the mined candidates and the student.
+
+    Only inside a DVC stage (DVC sets ``DVC_ROOT``) does ``dvc.lock`` describe the outputs this
+    process reads; run by hand, a step says so instead of citing a lock of another run."""
+    if "DVC_ROOT" not in os.environ:
+        return {"git_commit": git_commit(Path.cwd()), "dvc_lock": "not run through dvc"}
+    root = Path(os.environ["DVC_ROOT"])
+    tags = {"git_commit": git_commit(root), "dvc_lock": "none"}
+    lock_path = root / LOCK_FILE
+    if not lock_path.is_file():
+        return tags
+    lock = yaml.safe_load(lock_path.read_text()) or {}
+    tags["dvc_lock"] = hashlib.sha256(lock_path.read_bytes()).hexdigest()[:16]
+    for stage in TRACED_STAGES:
+        for out in lock.get("stages", {}).get(stage, {}).get("outs", []):
+            digest = out.get("md5") or out.get("hash") or "unknown"
+            tags[f"dvc_out/{out['path']}"] = str(digest)
+    return tags
+
+
+def git_commit(root: Path) -> str:
+    result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True)
+    return result.stdout.strip() if result.returncode == 0 else "unknown"
