@@ -39,7 +39,7 @@ $(STAMP): requirements.txt pyproject.toml
 run: serve
 	$(PY) -m distill.services trigger $(foreach p,$(P),-p $(p))
 	@echo
-	@echo "Done. Report: reports/report.md | metrics: dvc metrics show | student: models/student"
+	@echo "Done. Report: reports/report.md | metrics: dvc metrics show | runs: dvc exp show | student: models/student"
 	@echo "MLflow: make ui, then http://127.0.0.1:5000 (experiment 'distill', model 'distilled-student')"
 	@echo "Prefect: http://127.0.0.1:4200 (flow runs of distill-pipeline)"
 

@@ -27,7 +27,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from distill import lineage
-from distill.config import ParamsError, load_params
+from distill.config import ParamsError, load_params, parse_override, read_params_file
 from distill.io import read_json
 from distill.lock import pipeline_lock
 from distill.pipeline import configure
@@ -67,6 +67,7 @@ def save_experiment(root: str, name: str) -> lineage.Experiment:
 @flow(name="distill-pipeline")
 def distill_pipeline(
     overrides: list[str] | None = None,
+    params_files: list[str] | None = None,
     seed: int | None = None,
     threads: int | None = None,
     teacher: dict[str, Any] | None = None,
@@ -81,9 +82,10 @@ def distill_pipeline(
 ) -> dict[str, Any]:
     """Run every stage on ``params.yaml`` of the current directory (the DVC project).
 
-    Overrides come as dotted strings (``overrides=["train.epochs=2"]``) or as one partial mapping
-    per params section (``train={"epochs": 2}``, which is ``-p train='{"epochs": 2}'`` on the
-    Prefect CLI); both are merged onto the file and validated before anything runs.
+    Overrides come as params files layered in order (``params_files=["params/benchmark.yaml"]``),
+    dotted strings (``overrides=["train.epochs=2"]``) or one partial mapping per params section
+    (``train={"epochs": 2}``, which is ``-p train='{"epochs": 2}'`` on the Prefect CLI); all are
+    merged onto ``params.yaml`` in that order and validated before anything runs.
     """
     root = Path.cwd()
     if not (root / "dvc.yaml").is_file():
@@ -93,10 +95,17 @@ def distill_pipeline(
         "train": train, "eval": eval, "paths": paths, "tracking": tracking, "register": register,
     }
     updates = {key: value for key, value in sections.items() if value is not None}
-    params = load_params(root / lineage.PARAMS_FILE, overrides, updates)
+    files = [root / path for path in params_files or []]
+    params = load_params([root / lineage.PARAMS_FILE, *files], overrides, updates)
+    partials = [read_params_file(f) for f in files] + [parse_override(o) for o in overrides or []] + [updates]
+    leaves = lineage.override_leaves(*partials)
+    moved = sorted(key for key in leaves if key.split(".")[0] == "paths")
+    if moved:
+        raise ParamsError(f"{moved}: a flow run cannot move outputs, because dvc.yaml names them; change paths in "
+                          "params.yaml and dvc.yaml together, or run the steps by hand (`python -m distill <step> --params ...`)")
     configure(params)
     run_name = flow_run.get_name() or "flow"
-    with pipeline_lock(params.paths.lock), lineage.params_applied(root, lineage.override_leaves(overrides, updates)):
+    with pipeline_lock(params.paths.lock), lineage.params_applied(root, leaves):
         with pipeline_run(params, run_name=run_name, tags={"entry_point": "prefect"}) as run_id:
             for name in ("prepare", "label", "train", "evaluate"):
                 STAGE_TASKS[name](str(root), run_id)
@@ -118,10 +127,11 @@ def distill_pipeline(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--once", action="store_true", help="run the flow once in-process instead of serving")
+    parser.add_argument("--params", action="append", default=[], metavar="FILE", help="layered onto params.yaml")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
     if args.once:
-        print(json.dumps(distill_pipeline(args.set), indent=2))
+        print(json.dumps(distill_pipeline(args.set, args.params), indent=2))
     else:
         distill_pipeline.serve(name="local")
 

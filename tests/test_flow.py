@@ -12,7 +12,7 @@ import pytest
 import yaml
 from prefect.testing.utilities import prefect_test_harness
 
-from distill.config import load_params, params_from_dict
+from distill.config import load_params, params_from_dict, parse_override
 from distill.lineage import override_leaves, params_applied
 from distill.lock import HOLDER_ENV, pipeline_lock
 from tests.conftest import ROOT, git, project_copy, tiny_params_dict, write_tiny_params
@@ -160,9 +160,10 @@ def test_dotted_keys_become_section_parameters():
 def test_overrides_are_applied_to_params_yaml_and_undone(tmp_path):
     (tmp_path / "params.yaml").write_text("# mine\ntrain:\n  epochs: 1   # one\n  objectives: {similarity: 1.0}\n")
     original = (tmp_path / "params.yaml").read_bytes()
-    leaves = override_leaves(["train.objectives={kl: 1.0}"], {"train": {"epochs": 2}, "seed": 3})
-    assert leaves == {"train.objectives.kl": 1.0, "train.epochs": 2, "seed": 3}
-    assert override_leaves(None, {}) == override_leaves([], {"train": {}}) == {}
+    leaves = override_leaves({"train": {"epochs": 5}}, parse_override("train.objectives={kl: 1.0}"),
+                             {"train": {"epochs": 2}, "seed": 3})
+    assert leaves == {"train.epochs": 2, "train.objectives.kl": 1.0, "seed": 3}
+    assert override_leaves({}) == override_leaves({"train": {}}) == {}
     with pytest.raises(RuntimeError), params_applied(tmp_path, leaves):
         applied = (tmp_path / "params.yaml").read_text()
         assert yaml.safe_load(applied) == {"train": {"epochs": 2, "objectives": {"similarity": 1.0, "kl": 1.0}}, "seed": 3}

@@ -490,7 +490,7 @@ def parse_override(override: str) -> dict[str, Any]:
     return nested
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def read_params_file(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ParamsError(f"params file {path} does not exist")
     try:
@@ -532,7 +532,7 @@ def load_params(
     paths = [Path(files)] if isinstance(files, (str, Path)) else [Path(f) for f in files]
     data: dict[str, Any] = {}
     for path in paths:
-        data = deep_merge(data, _read_yaml(path))
+        data = deep_merge(data, read_params_file(path))
     for override in overrides or []:
         data = deep_merge(data, parse_override(override))
     data = deep_merge(data, updates or {})

@@ -23,7 +23,6 @@ from typing import Any
 import yaml
 from ruamel.yaml import YAML
 
-from distill.config import parse_override
 from distill.lock import HOLDER_ENV
 
 PARAMS_FILE = "params.yaml"
@@ -78,9 +77,9 @@ def repro_stage(stage: str, root: Path, env: dict[str, str], force: bool = False
     return _dvc(["repro", "--single-item", *(["--force"] if force else []), stage], root, env, stream=True)
 
 
-def override_leaves(overrides: list[str] | None, updates: dict[str, Any] | None) -> dict[str, Any]:
-    """Every override as ``{dotted key: value}`` at the leaves: a mapping value merges key by key, as
-    :func:`distill.config.load_params` merges it, and a list replaces."""
+def override_leaves(*partials: dict[str, Any]) -> dict[str, Any]:
+    """Partial params mappings, in the order they apply, as ``{dotted key: value}`` at the leaves: a
+    mapping merges key by key, as :func:`distill.config.load_params` merges it, and a list replaces."""
     leaves: dict[str, Any] = {}
 
     def walk(prefix: str, value: Any) -> None:
@@ -90,9 +89,8 @@ def override_leaves(overrides: list[str] | None, updates: dict[str, Any] | None)
         else:
             leaves[prefix] = value
 
-    for override in overrides or []:
-        walk("", parse_override(override))
-    walk("", updates or {})
+    for partial in partials:
+        walk("", partial)
     return leaves
 
 
