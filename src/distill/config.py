@@ -181,13 +181,13 @@ CorpusSource = Annotated[
 
 
 class CorpusConfig(_Section):
-    sources: list[CorpusSource] = Field(default_factory=lambda: [BbcSource(type="bbc")])
+    sources: list[CorpusSource] = Field(default_factory=lambda: [BbcSource(type="bbc", max_units_per_document=2)])
     text_type: str = "passage"
     min_chars: int = Field(default=40, ge=1)
     max_chars: int = Field(default=1000, gt=0)
     passage_chars: int = Field(default=600, gt=0)
-    max_texts: int | None = Field(default=1600, gt=0)
-    heldout_fraction: Float = Field(default=0.25, gt=0.0, lt=1.0)
+    max_texts: int | None = Field(default=1800, gt=0)
+    heldout_fraction: Float = Field(default=0.3, gt=0.0, lt=1.0)
     # Sets never evaluated here but used to choose recipes (e.g. STS-B dev): their texts are dropped
     # from the corpus like every evaluation set's.
     exclude_sets: list["EvalSet"] = Field(default_factory=list)
