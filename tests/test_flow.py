@@ -27,6 +27,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def eval_cache_shards(project: Path) -> dict[str, set[str]]:
+    """Shard names per evaluation-cache namespace (one namespace per model configuration)."""
+    return {d.name: {p.name for p in d.glob("shard-*.npz")} for d in (project / "data/eval_cache").iterdir() if d.is_dir()}
+
+
 def shard_count(folder) -> int:
     return len(list(Path(folder).rglob("shard-*.npz")))
 
@@ -77,9 +82,14 @@ def test_flow_runs_are_dvc_runs_and_experiments_with_lineage(harness, dvc_projec
 
     # An override is an experiment: params.yaml stays as written, `dvc exp show` lists the run's params
     # and metrics, and no teacher text is encoded again.
+    evaluated = eval_cache_shards(project)
     third = distill_pipeline(overrides=["train.max_steps=2"])
     assert (project / "params.yaml").read_bytes() == params_bytes
     assert shard_count(project / "data/teacher") == labels
+    # The teacher's and the undistilled student's evaluation embeddings come from the cache (their
+    # namespaces gain no shard); only the new student's namespace is new.
+    after = eval_cache_shards(project)
+    assert {k: after[k] for k in evaluated} == evaluated and len(after) > len(evaluated)
     shown = json.loads(dvc(["exp", "show", "--json"], project))
     experiments = {e["name"]: e["revs"][0]["data"] for baseline in shown for e in baseline.get("experiments") or []}
     data = experiments[third["dvc_experiment"]]
