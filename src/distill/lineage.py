@@ -2,7 +2,8 @@
 as a DVC experiment, outputs go to the DVC remote, and MLflow gets the hashes that tie a registered
 model to its exact data.
 
-The Prefect flow calls these; the step modules never do. Everything goes through DVC's own command
+The Prefect flow runs stages, experiments and pushes through these; the register step reads
+:func:`lineage_tags` inside its DVC stage. Everything goes through DVC's own command
 line (``python -m dvc`` with this interpreter), so ``dvc.lock``, ``dvc status``, ``dvc exp show`` and
 ``dvc pull`` see exactly what a hand-typed ``dvc repro`` would have left.
 """
@@ -127,26 +128,18 @@ def save_experiment(root: Path, name: str) -> Experiment:
     """``dvc exp save``: the workspace (params, ``dvc.lock``, the outputs' hashes) as a named
     experiment that ``dvc exp show`` lists and ``dvc exp pull``/``apply`` restore."""
     _dvc(["exp", "save", "--name", name, "--force"], root)
-    rev = subprocess.run(["git", "rev-parse", f"refs/exps/{_exp_ref(root, name)}"], cwd=root, capture_output=True,
-                         text=True)
-    if rev.returncode != 0:
-        raise LineageError(f"dvc saved experiment {name!r} but git cannot find its ref: {rev.stderr.strip()}")
-    return Experiment(name=name, rev=rev.stdout.strip())
+    refs = subprocess.run(["git", "for-each-ref", "--format=%(refname) %(objectname)", "refs/exps/"], cwd=root,
+                          capture_output=True, text=True, check=True).stdout.splitlines()
+    revs = [line.split()[1] for line in refs if line.split()[0].endswith(f"/{name}")]
+    if len(revs) != 1:
+        raise LineageError(f"dvc saved experiment {name!r}, but git has {len(revs)} refs/exps refs of that name")
+    return Experiment(name=name, rev=revs[0])
 
 
-def _exp_ref(root: Path, name: str) -> str:
-    refs = subprocess.run(["git", "for-each-ref", "--format=%(refname)", "refs/exps/"], cwd=root, capture_output=True,
-                          text=True, check=True).stdout.split()
-    matches = [r.removeprefix("refs/exps/") for r in refs if r.endswith(f"/{name}")]
-    if len(matches) != 1:
-        raise LineageError(f"expected one git ref for experiment {name!r}, found {matches}")
-    return matches[0]
-
-
-def push(root: Path, remote: str | None = None) -> None:
+def push(root: Path) -> None:
     """``dvc push``: the workspace's outputs (prepared corpus, label cache, mined candidates, student,
-    metrics) to the default DVC remote, or ``remote``."""
-    _dvc(["push", *(["--remote", remote] if remote else [])], root, stream=True)
+    metrics) to the default DVC remote."""
+    _dvc(["push"], root, stream=True)
 
 
 def lineage_tags() -> dict[str, str]:
@@ -166,8 +159,7 @@ def lineage_tags() -> dict[str, str]:
     tags["dvc_lock"] = hashlib.sha256(lock_path.read_bytes()).hexdigest()[:16]
     for stage in TRACED_STAGES:
         for out in lock.get("stages", {}).get(stage, {}).get("outs", []):
-            digest = out.get("md5") or out.get("hash") or "unknown"
-            tags[f"dvc_out/{out['path']}"] = str(digest)
+            tags[f"dvc_out/{out['path']}"] = str(out.get("md5", "unknown"))
     return tags
 
 
