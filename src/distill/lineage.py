@@ -164,5 +164,9 @@ def lineage_tags() -> dict[str, str]:
 
 
 def git_commit(root: Path) -> str:
-    result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True)
+    """HEAD's commit, or "unknown" where there is no git (not installed, not a repository, hung)."""
+    try:
+        result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
     return result.stdout.strip() if result.returncode == 0 else "unknown"
