@@ -12,8 +12,8 @@ benchmark's test sets. To fit this 2-core box, throughput is one round per recip
 
 Prints one Markdown table (every quality set's primary metric, mean score, retained % of the
 teacher, speed-up, distilled − undistilled on the primary metric with its bootstrap interval, and
-the Matryoshka / asymmetric variants) headed by commit, date, machine and command; writes
-``bench/out/ablation/<config>.json``.
+the Matryoshka / asymmetric variants) and the seconds of each step, headed by commit, date, machine and
+command; writes ``bench/out/ablation/<config>.json`` (or ``--out``).
 """
 
 from __future__ import annotations
@@ -56,6 +56,8 @@ RECIPES: dict[str, list[str]] = {
     # The same recipe trained longer and harder: does the student move further towards the teacher?
     "matryoshka(64|128|256)-3ep-lr5e-5": [*objectives(similarity=1.0, margin_mse=1.0, dims=(64, 128, 256)),
                                           "train.epochs=3", "train.learning_rate=5e-5"],
+    # A cheaper step for the warm-rerun budget of issue #8: no text batches, 3 negatives instead of 7.
+    "margin_mse(64|128|256)-3neg": [*objectives(margin_mse=1.0, dims=(64, 128, 256)), "mining.negatives=3"],
     "asymmetric(cosine+margin_mse)": ["train.mode=asymmetric", *objectives(cosine=1.0, margin_mse=1.0)],
     # Students that start from the teacher: 4 and 6 of all-mpnet-base-v2's 12 layers.
     "pruned4(cosine+margin_mse)": [*PRUNED_4, *objectives(cosine=1.0, margin_mse=1.0)],
@@ -135,6 +137,7 @@ def main() -> int:
     parser.add_argument("--config", choices=["default", "benchmark"], default="default")
     parser.add_argument("--recipes", default=",".join(RECIPES), help=f"comma-separated, from: {', '.join(RECIPES)}")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="applied to every recipe")
+    parser.add_argument("--out", type=Path, help="results JSON (default bench/out/ablation/<config>.json)")
     parser.add_argument("--render", type=Path, metavar="JSON",
                         help="print the table of an earlier run's bench/out/ablation/<config>.json, run nothing")
     args = parser.parse_args()
@@ -149,30 +152,32 @@ def main() -> int:
     if unknown:
         parser.error(f"unknown recipes {unknown}; choose from {list(RECIPES)}")
     command = f"python bench/ablation.py --config {args.config} --recipes {args.recipes}" + "".join(
-        f" --set {s}" for s in args.set)
+        f" --set {s}" for s in args.set) + (f" --out {args.out}" if args.out else "")
     started = provenance(command)  # the code that runs is the code at the start, whatever is committed later
     rows, timings = [], {}
     for index, recipe in enumerate(recipes, start=1):
         params = recipe_params(args.config, recipe, args.set)
         print(f"\n== recipe {index}/{len(recipes)}: {recipe} ==", flush=True)
-        start = time.perf_counter()
+        seconds = {}
         with pipeline_lock(params.paths.lock):
             for step in ("prepare", "label", "train", "evaluate"):
+                start = time.perf_counter()
                 run_step(step, params)
-        timings[recipe] = time.perf_counter() - start
+                seconds[step] = round(time.perf_counter() - start, 1)
+        timings[recipe] = seconds
         m = json.loads((Path(params.paths.metrics) / "eval.json").read_text())
         rows.append(row(recipe, params, m))
         # The table so far after every recipe: a long ablation shows its results as it goes.
         quality = [f"{s.name}/{s.primary_metric}" for s in params.eval.sets if is_quality_set(s)]
         lines = table(rows, quality)
         lines.append("")
-        lines.append("seconds per recipe (prepare+label+train+evaluate): "
-                     + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()))
+        lines.append("seconds per recipe and step: " + "; ".join(
+            f"{k}: " + ", ".join(f"{step} {s:.0f}" for step, s in v.items()) for k, v in timings.items()))
         done = "" if index == len(recipes) else f" (partial: {index} of {len(recipes)} recipes)"
         print(f"\n{started}{done}\n\n" + "\n".join(lines), flush=True)
-        out = ROOT / "bench/out/ablation"
-        out.mkdir(parents=True, exist_ok=True)
-        (out / f"{args.config}.json").write_text(json.dumps({"rows": rows, "timings": timings}, indent=2))
+        out = args.out or ROOT / f"bench/out/ablation/{args.config}.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"command": command, "rows": rows, "timings": timings}, indent=2))
     return 0
 
 
