@@ -1,7 +1,12 @@
+import json
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
 from distill.cache import EmbeddingCache, text_key
+from distill.errors import DataError
 
 
 def fake_encoder(calls):
@@ -83,3 +88,94 @@ def test_two_cache_objects_on_one_namespace_never_overwrite(tmp_path):
     second.fill(["b22"], fake_encoder([]), 4, show_progress=False)  # second never saw first's shard
     first.fill(["c333"], fake_encoder([]), 4, show_progress=False)
     assert len(EmbeddingCache(tmp_path, {"m": 1})) == 3
+
+
+def test_open_keeps_live_writers_temp_files_and_removes_orphans(tmp_path):
+    import os
+    import socket
+    import time
+
+    cache = EmbeddingCache(tmp_path, {"m": 1})
+    cache.fill(["a1"], fake_encoder([]), 4, show_progress=False)
+    host = socket.gethostname().replace("_", "-")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    live = cache.directory / f".shard-1-aa_p{os.getpid()}_h{host}.npz.tmp-x1"  # this process: alive
+    orphan = cache.directory / f".shard-2-bb_p{dead.pid}_h{host}.npz.tmp-x2"  # a dead writer on this host
+    remote = cache.directory / ".shard-3-cc_p1_hother-host.npz.tmp-x3"  # another host: cannot be asked
+    stale_remote = cache.directory / ".shard-4-dd_p1_hother-host.npz.tmp-x4"
+    for path in (live, orphan, remote, stale_remote):
+        path.write_bytes(b"partial")
+    old = time.time() - 2 * 3600
+    os.utime(stale_remote, (old, old))
+    EmbeddingCache(tmp_path, {"m": 1})
+    assert live.exists() and remote.exists()
+    assert not orphan.exists() and not stale_remote.exists()
+
+
+def test_manifest_lists_every_writers_shards(tmp_path):
+    first, second = EmbeddingCache(tmp_path, {"m": 1}), EmbeddingCache(tmp_path, {"m": 1})
+    first.fill(["a1", "a2"], fake_encoder([]), 1, show_progress=False)
+    second.fill(["b1"], fake_encoder([]), 1, show_progress=False)  # wrote last, never opened first's shards
+    manifest = json.loads((first.directory / "manifest.json").read_text())
+    assert manifest["rows"] == 3 and len(manifest["shards"]) == 3
+    assert set(manifest["shards"]) == {p.name for p in first.directory.glob("shard-*.npz")}
+
+
+def test_shards_of_another_dimension_stop_the_run(tmp_path):
+    cache = EmbeddingCache(tmp_path, {"m": 1})
+    cache.fill(["a1"], fake_encoder([]), 4, show_progress=False)
+    np.savez(cache.directory / "shard-9_p1_hx.npz", keys=np.frombuffer(text_key("b"), dtype=np.uint8)[None],
+             embeddings=np.zeros((1, 5), dtype=np.float16))
+    with pytest.raises(DataError, match=r"shard-9_p1_hx.npz holds 5-dimensional rows .* hold 3"):
+        EmbeddingCache(tmp_path, {"m": 1})
+
+
+WRITER = """
+import sys, time
+import numpy as np
+from distill.cache import EmbeddingCache
+root, first, last = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+def encode(texts, on_batch):
+    time.sleep(0.3)  # a slow teacher: the other writer and the kill land mid-way
+    with open(f"{root}/encoded-{first}.log", "a") as log:
+        log.write("\\n".join(texts) + "\\n")
+    return np.array([[len(t), int(t[1:]), 1.0] for t in texts], dtype=np.float32)
+texts = [f"t{i}" for i in range(first, last)]
+EmbeddingCache(root + "/cache", {"m": 1}).fill_missing(texts, encode, 4, show_progress=False)
+"""
+
+
+def test_two_writers_one_killed_then_rerun(tmp_path):
+    """Two processes fill overlapping slices of one cache at once; one is SIGKILLed mid-way. The
+    survivor's shards are all kept, the rerun encodes only what no finished shard holds, and every
+    text is then in the cache once."""
+    import os
+    import signal
+    import time
+
+    script = tmp_path / "writer.py"
+    script.write_text(WRITER)
+    victim = subprocess.Popen([sys.executable, str(script), str(tmp_path), "0", "60"])
+    survivor = subprocess.Popen([sys.executable, str(script), str(tmp_path), "30", "90"])
+    directory = EmbeddingCache(tmp_path / "cache", {"m": 1}).directory
+    deadline = time.monotonic() + 120
+    while len(list(directory.glob("shard-*.npz"))) < 6:
+        assert victim.poll() is None and time.monotonic() < deadline, "the writers finished too soon"
+        time.sleep(0.02)
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait()
+    assert survivor.wait(timeout=120) == 0
+    finished = EmbeddingCache(tmp_path / "cache", {"m": 1})
+    before = {t for t in (f"t{i}" for i in range(90)) if not finished.missing([t])}
+    assert {f"t{i}" for i in range(30, 90)} <= before  # nothing of the survivor's was lost
+
+    calls: list[list[str]] = []
+    rerun = EmbeddingCache(tmp_path / "cache", {"m": 1})
+    rerun.fill_missing([f"t{i}" for i in range(90)], fake_encoder(calls), 4, show_progress=False)
+    assert sorted(t for call in calls for t in call) == sorted({f"t{i}" for i in range(90)} - before)
+    assert len(EmbeddingCache(tmp_path / "cache", {"m": 1})) == 90
+    manifest = json.loads((directory / "manifest.json").read_text())
+    assert manifest["rows"] == 90
+    assert set(manifest["shards"]) == {p.name for p in directory.glob("shard-*.npz")}
+    assert not list(directory.glob(".shard-*"))  # the killed writer's temporary shard is gone

@@ -39,7 +39,8 @@ def test_label_resumes_after_kill(tmp_path):
     finished_rows = len(cache)
     texts = load_corpus(params.paths.prepared)["text"].tolist()
     assert 0 < finished_rows < len(texts)
-    labels = label.run(params, resumed)
+    label.run(params, resumed)
+    labels = cache.get(texts)
     # The killed run got through part of the corpus only; the rerun encodes the rest of it, then the
     # training queries and cloze contexts (this teacher has no prompts: one cache namespace for all).
     queries = load_queries(params.paths.prepared)

@@ -5,9 +5,15 @@ is a hash of everything that changes an embedding except the text (model weight 
 max sequence length, normalisation); within it each row is keyed by a hash of the text. Changing any
 of those settings therefore misses exactly the texts it must, and nothing else.
 
-Shards are float16 (``dtype``; scores from rerankers are kept as float32), written to a temporary name and renamed, so a killed run leaves only whole
-shards. On open every shard on disk is validated (row count, shape, finite values); broken ones are
-deleted and recomputed.
+Shards are float16 (``dtype``; scores from rerankers are kept as float32), written to a temporary name
+and renamed, so a killed run leaves only whole shards. Many writers share one cache (processes on one
+host, or hosts on a shared filesystem): every shard name carries its writer's host and pid, nobody
+overwrites or deletes another writer's files, a temporary file is removed only when its writer is
+dead (same host) or it is older than ``ORPHAN_SECONDS``, and ``manifest.json`` is rebuilt from the
+shards on disk under a file lock, so no writer's shards drop out of it. Every shard is validated
+when first seen (row count, shape, finite values); broken ones are deleted and recomputed. Only the
+keys stay in memory: embeddings are read from their shards when asked for, so memory does not grow
+with the cache.
 """
 
 from __future__ import annotations
@@ -15,6 +21,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import re
+import socket
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -23,11 +32,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
+from filelock import FileLock
 from tqdm.auto import tqdm
 
+from distill.errors import DataError
 from distill.io import atomic_file, write_json
 
 log = logging.getLogger(__name__)
+
+# A temporary shard of a writer on another host is an orphan only after this long: writing one shard
+# takes seconds, and a live writer on another host cannot be asked.
+ORPHAN_SECONDS = 3600
+_WRITER = re.compile(r"_p(\d+)_h([^_/]+)\.npz\.tmp-")
 
 KEY_BYTES = 16
 
@@ -60,7 +77,7 @@ class EmbeddingCache:
         self.root = Path(self.root)
         self.directory = self.root / namespace_key(self.spec)
         self._index: dict[bytes, tuple[str, int]] = {}
-        self._shards: dict[str, np.ndarray] = {}
+        self._rows: dict[str, int] = {}  # shard name -> row count, for every shard indexed
         self.dim: int | None = None
         self._load()
 
@@ -68,36 +85,52 @@ class EmbeddingCache:
     def _load(self) -> None:
         if not self.directory.is_dir():
             return
-        for stale in self.directory.glob(".shard-*.tmp-*"):
-            stale.unlink(missing_ok=True)  # a shard whose writer was killed before the rename
-        for path in sorted(self.directory.glob("shard-*.npz")):
-            keys, embeddings = self._validate(path)
+        for tmp in self.directory.glob(".shard-*.tmp-*"):
+            if _orphaned(tmp):
+                tmp.unlink(missing_ok=True)  # its writer was killed before the rename
+        self.refresh()
+
+    def refresh(self) -> int:
+        """Index shards that other writers finished since this object last looked; returns how many rows."""
+        before = len(self._index)
+        for path in sorted(self.directory.glob("shard-*.npz")) if self.directory.is_dir() else []:
+            if path.name in self._rows:
+                continue
+            keys = self._validate(path)
             if keys is None:
                 log.warning("removing invalid cache shard %s", path)
                 path.unlink(missing_ok=True)
                 continue
-            self._shards[path.name] = embeddings
+            self._rows[path.name] = len(keys)
             for row, key in enumerate(keys):
-                self._index[bytes(key)] = (path.name, row)
+                # A text two writers raced on sits in two shards; the first one indexed serves it.
+                self._index.setdefault(bytes(key), (path.name, row))
+        return len(self._index) - before
 
-    def _validate(self, path: Path) -> tuple[np.ndarray | None, np.ndarray | None]:
+    def _validate(self, path: Path) -> np.ndarray | None:
+        """The shard's keys, or None when it is unreadable or broken; a readable shard of another
+        dimension is not broken but a cache in conflict with itself, and stops the run."""
         try:
             with np.load(path) as data:
                 keys, embeddings = data["keys"], data["embeddings"]
         except Exception:  # noqa: BLE001 - any unreadable shard is simply recomputed
-            return None, None
+            return None
         ok = (
             keys.ndim == 2
             and keys.shape[1] == KEY_BYTES
             and embeddings.ndim == 2
             and len(keys) == len(embeddings)
-            and (self.dim is None or embeddings.shape[1] == self.dim)
             and np.isfinite(embeddings).all()
         )
         if not ok:
-            return None, None
+            return None
+        if self.dim is not None and embeddings.shape[1] != self.dim:
+            raise DataError(
+                f"cache shard {path} holds {embeddings.shape[1]}-dimensional rows but the cache's other shards hold "
+                f"{self.dim}: two models wrote to one namespace of {self.directory}; delete that folder and relabel"
+            )
         self.dim = embeddings.shape[1]
-        return keys, embeddings
+        return keys
 
     def __len__(self) -> int:
         return len(self._index)
@@ -114,20 +147,23 @@ class EmbeddingCache:
         return out
 
     def get(self, texts: Sequence[str]) -> np.ndarray:
-        """float32 embeddings for ``texts`` (all must be cached)."""
+        """float32 embeddings for ``texts`` (all must be cached), read shard by shard."""
         if not texts:
             return np.zeros((0, self.dim or 0), dtype=np.float32)
-        rows = []
-        for text in texts:
+        by_shard: dict[str, tuple[list[int], list[int]]] = {}
+        for i, text in enumerate(texts):
             location = self._index.get(text_key(text))
             if location is None:
                 raise KeyError(
                     f"text not in the embedding cache {self.directory}: {text[:60]!r}; run the label step first"
                 )
-            rows.append(location)
-        out = np.empty((len(rows), self.dim), dtype=np.float32)
-        for i, (shard, row) in enumerate(rows):
-            out[i] = self._shards[shard][row]
+            out_rows, shard_rows = by_shard.setdefault(location[0], ([], []))
+            out_rows.append(i)
+            shard_rows.append(location[1])
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        for shard, (out_rows, shard_rows) in by_shard.items():
+            with np.load(self.directory / shard) as data:
+                out[out_rows] = data["embeddings"][shard_rows]
         return out
 
     # -- writing -------------------------------------------------------------------------------
@@ -142,41 +178,46 @@ class EmbeddingCache:
         if self.dim is not None and embeddings.shape[1] != self.dim:
             raise ValueError(f"embedding dim {embeddings.shape[1]} differs from the cache's {self.dim}")
         self.directory.mkdir(parents=True, exist_ok=True)
-        name = f"shard-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.npz"
+        name = f"shard-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}_p{os.getpid()}_h{_HOST}.npz"
         keys = np.frombuffer(b"".join(text_key(t) for t in texts), dtype=np.uint8).reshape(-1, KEY_BYTES)
         half = embeddings.astype(self.dtype)
         with atomic_file(self.directory / name, "wb") as handle:
             np.savez(handle, keys=keys, embeddings=half)
         self.dim = half.shape[1]
-        self._shards[name] = half
+        self._rows[name] = len(half)
         for row, key in enumerate(keys):
-            self._index[bytes(key)] = (name, row)
+            self._index.setdefault(bytes(key), (name, row))
         self._write_manifest()
 
     def _write_manifest(self) -> None:
-        write_json(
-            self.directory / "manifest.json",
-            {
-                "spec": self.spec,
-                "dim": self.dim,
-                "dtype": self.dtype,
-                "rows": len(self._index),
-                "shards": {name: len(shard) for name, shard in sorted(self._shards.items())},
-            },
-        )
+        """Rebuild ``manifest.json`` from every shard on disk, under a file lock: the last writer's
+        manifest lists every shard renamed before it, its own and other writers'."""
+        with FileLock(self.directory / ".manifest.lock"):
+            self.refresh()
+            write_json(
+                self.directory / "manifest.json",
+                {
+                    "spec": self.spec,
+                    "dim": self.dim,
+                    "dtype": self.dtype,
+                    "rows": len(self._index),
+                    "shards": dict(sorted(self._rows.items())),
+                },
+            )
 
-    def fill(
+    def fill_missing(
         self,
         texts: Sequence[str],
         encode: Callable[[list[str], Callable[[int], None]], np.ndarray],
         shard_size: int,
         desc: str = "encoding",
         show_progress: bool = True,
-    ) -> np.ndarray:
-        """Encode what is missing (longest first, in shards of ``shard_size``) and return all.
+    ) -> int:
+        """Encode what is missing (longest first, in shards of ``shard_size``); returns how many texts.
 
         ``encode(texts, on_batch)`` calls ``on_batch(n)`` after each forward pass, so the progress bar
-        moves once per batch, not once per shard.
+        moves once per batch, not once per shard. Nothing is returned but the count: a corpus larger
+        than memory is labelled one shard at a time.
         """
         todo = self.missing(texts)
         self.stats.hits += len(texts) - len(todo)
@@ -191,4 +232,31 @@ class EmbeddingCache:
                     chunk = todo[begin : begin + shard_size]
                     self.add(chunk, encode(chunk, bar.update))
             self.stats.encode_seconds += time.perf_counter() - start
+        return len(todo)
+
+    def fill(
+        self,
+        texts: Sequence[str],
+        encode: Callable[[list[str], Callable[[int], None]], np.ndarray],
+        shard_size: int,
+        desc: str = "encoding",
+        show_progress: bool = True,
+    ) -> np.ndarray:
+        """:meth:`fill_missing`, then the embeddings of all ``texts``."""
+        self.fill_missing(texts, encode, shard_size, desc, show_progress)
         return self.get(texts)
+
+
+_HOST = socket.gethostname().replace("_", "-") or "host"
+
+
+def _orphaned(tmp: Path) -> bool:
+    """A temporary shard whose writer is gone: dead on this host, or silent for ``ORPHAN_SECONDS``."""
+    try:
+        age = time.time() - tmp.stat().st_mtime
+    except FileNotFoundError:
+        return False  # its writer renamed it meanwhile
+    match = _WRITER.search(tmp.name)
+    if match and match.group(2) == _HOST and not psutil.pid_exists(int(match.group(1))):
+        return True
+    return age > ORPHAN_SECONDS

@@ -420,6 +420,27 @@ class EvalConfig(_Section):
         return self
 
 
+class ClusterConfig(_Section):
+    """Where the label step encodes: in this process (the default), on a running Dask scheduler
+    (``address``), or on a ``LocalCluster`` of ``n_workers`` started for the step."""
+
+    address: str | None = None  # e.g. tcp://scheduler:8786
+    n_workers: int = Field(default=0, ge=0)
+    threads_per_worker: int = Field(default=1, gt=0)
+
+    @model_validator(mode="after")
+    def _one_way(self) -> "ClusterConfig":
+        if self.address is not None and self.n_workers:
+            raise ValueError(
+                "cluster: set address (join a running scheduler) or n_workers (start a LocalCluster), not both"
+            )
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.address is not None or self.n_workers > 0
+
+
 class TrackingConfig(_Section):
     tracking_uri: str = "sqlite:///mlflow.db"
     experiment: str = "distill"
@@ -448,6 +469,7 @@ class Params(_Section):
     student: StudentConfig = Field(default_factory=StudentConfig)
     corpus: CorpusConfig = Field(default_factory=CorpusConfig)
     mining: MiningConfig = Field(default_factory=MiningConfig)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)

@@ -2,7 +2,9 @@
 scores for every training query.
 
 Embeddings go through the label cache: only texts missing from it are encoded, so a rerun after a
-crash or with more text pays only for what is new. Corpus texts are ``corpus.text_type`` texts,
+crash or with more text pays only for what is new. With ``cluster`` set, the missing texts are
+encoded by Dask workers into the same cache first (:mod:`distill.cluster`); what is left, if any,
+is encoded here. Corpus texts are ``corpus.text_type`` texts,
 queries ``query`` texts (each with the teacher's prompt for its type, e.g. an instruction for an
 LLM embedder). Then each training query gets a positive and hard negatives from the teacher's
 ranking of the training passages (:mod:`distill.mining`), scored by ``mining.scorer``: the teacher's
@@ -17,9 +19,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
+from distill.cluster import dask_client, label_on_client, missing_slices
 from distill.config import BiEncoderScorer, Params
 from distill.encoding import Encoder, teacher_encoder
 from distill.io import atomic_dir, write_json
@@ -30,29 +32,41 @@ from distill.scoring import cached_scores, load_reranker
 log = logging.getLogger(__name__)
 
 
-def run(params: Params, encoder: Encoder | None = None) -> np.ndarray:
-    """Label the whole prepared corpus (train and held-out) and the training queries, then mine
-    candidates; returns the corpus embeddings in corpus order."""
+def run(params: Params, encoder: Encoder | None = None) -> None:
+    """Label the whole prepared corpus (train and held-out), the training queries and their cloze
+    contexts, in this process or on the Dask cluster of ``cluster``, then mine candidates."""
     corpus = load_corpus(params.paths.prepared)
     queries = load_queries(params.paths.prepared)
     encoder = encoder or teacher_encoder(params, params.paths.teacher_cache)
     text_type = params.corpus.text_type
-    labels = encoder.encode(corpus["text"].tolist(), text_type, desc="teacher labels")
+    if params.cluster.enabled:
+        slices = missing_slices(params, encoder)
+        if slices:  # a cluster only when there is something to encode
+            with dask_client(params.cluster) as client:
+                encoded = label_on_client(client, params, slices)
+            log.info("teacher labels: %d texts encoded on the Dask cluster in %d slices", encoded, len(slices))
+    contexts = sorted(set(queries["positive"].dropna()))
+    for texts, kind, desc in [(corpus["text"].tolist(), text_type, "teacher labels"),
+                              (queries["query"].tolist(), "query", "teacher queries"),
+                              (contexts, text_type, "teacher cloze contexts")]:
+        cache = encoder.cache(kind)
+        cache.refresh()  # shards the cluster's workers wrote
+        cache.fill_missing(texts, lambda chunk, on_batch, kind=kind: encoder.budget_encode(chunk, kind, on_batch),
+                           shard_size=encoder.shard_size, desc=desc, show_progress=encoder.show_progress)
     cache = encoder.cache(text_type)
     log.info(
-        "teacher labels: %d texts, %d cached, %d encoded in %.1fs, stored in %s",
+        "teacher labels: %d texts, %d cached, %d encoded in this process in %.1fs, stored in %s",
         len(corpus), cache.stats.hits, cache.stats.misses, cache.stats.encode_seconds, cache.directory,
     )
     candidates = pd.DataFrame(columns=CANDIDATE_COLUMNS)
     dropped = 0
     if len(queries):
-        query_embeddings = encoder.encode(queries["query"].tolist(), "query", desc="teacher queries")
-        contexts = sorted(set(queries["positive"].dropna()))
-        context_embeddings = encoder.encode(contexts, text_type, desc="teacher cloze contexts")
-        train_mask = (corpus["split"] == "train").to_numpy()
+        # Only what mining needs is read back: the training passages, queries and contexts.
+        train = corpus[corpus["split"] == "train"]
         candidates, dropped = mine_candidates(
-            queries, query_embeddings, corpus[train_mask], labels[train_mask],
-            dict(zip(contexts, context_embeddings)), params.mining,
+            queries, encoder.encode(queries["query"].tolist(), "query"), train,
+            encoder.encode(train["text"].tolist(), text_type),
+            dict(zip(contexts, encoder.encode(contexts, text_type))), params.mining,
         )
         if not isinstance(params.mining.scorer, BiEncoderScorer) and len(candidates):
             reranker = load_reranker(params.mining.scorer)
@@ -72,4 +86,3 @@ def run(params: Params, encoder: Encoder | None = None) -> np.ndarray:
         })
     log.info("mined candidates for %d of %d training queries (%d with too few negatives) into %s, scored by %s",
              len(candidates), len(queries), dropped, target, params.mining.scorer.type)
-    return labels
