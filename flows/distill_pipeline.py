@@ -8,6 +8,10 @@ Every flow run is saved as a DVC experiment named after the flow run (``dvc exp 
 its params and metrics), its outputs are pushed to the DVC remote, and its MLflow run and registered
 model version carry the experiment, the ``dvc.lock`` hash and the data's hashes.
 
+With ``cluster`` set, the label step's missing texts are first encoded as Prefect tasks on a Dask
+cluster (``prefect-dask``'s ``DaskTaskRunner``: ``cluster.address``, or a LocalCluster of
+``cluster.n_workers``); the label stage then mines from the full cache.
+
 Run it from the project root: in-process (``python flows/distill_pipeline.py --once --set
 train.epochs=2``) or serve the ``local`` deployment (no arguments) and start runs with
 ``prefect deployment run distill-pipeline/local -p train='{"epochs": 2}'``.
@@ -22,12 +26,15 @@ from pathlib import Path
 from typing import Any
 
 from mlflow.tracking import MlflowClient
-from prefect import flow, task
+from prefect import flow, task, unmapped
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
+from prefect_dask import DaskTaskRunner
 
 from distill import lineage
-from distill.config import ParamsError, load_params, parse_override, read_params_file
+from distill.cluster import TextSlice, encode_slice, missing_slices
+from distill.config import ClusterConfig, Params, ParamsError, load_params, parse_override, read_params_file
+from distill.encoding import teacher_encoder
 from distill.io import read_json
 from distill.lock import pipeline_lock
 from distill.pipeline import configure
@@ -53,6 +60,35 @@ def _stage_task(name: str):
 STAGE_TASKS = {name: _stage_task(name) for name in ("prepare", "label", "train", "evaluate", "register")}
 
 
+@task(name="label-slice", retries=RETRIES["label"], retry_delay_seconds=5, cache_policy=NO_CACHE)
+def label_slice(params: Params, piece: TextSlice) -> int:
+    return encode_slice(params, piece)
+
+
+@flow(name="label-on-dask")
+def label_on_dask(params: Params, slices: list[TextSlice]) -> int:
+    """Each slice a Prefect task on the Dask cluster; returns the texts encoded."""
+    return sum(future.result() for future in label_slice.map(unmapped(params), slices))
+
+
+def dask_task_runner(config: ClusterConfig) -> DaskTaskRunner:
+    """prefect-dask's runner on ``cluster.address``, or on a LocalCluster it starts for the subflow
+    (``address`` and ``cluster_kwargs`` cannot be combined)."""
+    if config.address is not None:
+        return DaskTaskRunner(address=config.address)
+    return DaskTaskRunner(cluster_kwargs={"n_workers": config.n_workers, "threads_per_worker": config.threads_per_worker,
+                                          "processes": True, "dashboard_address": None})
+
+
+def label_on_cluster(params: Params) -> None:
+    """Fill the label cache on the Dask cluster through Prefect before the label stage runs: the
+    stage then finds every text cached and only mines. Nothing missing, no cluster."""
+    slices = missing_slices(params, teacher_encoder(params, params.paths.teacher_cache))
+    if slices:
+        print(f"== label on dask: {sum(len(s.rows) for s in slices)} texts in {len(slices)} slices ==", flush=True)
+        label_on_dask.with_options(task_runner=dask_task_runner(params.cluster))(params, slices)
+
+
 @task(name="push", retries=RETRIES["push"], retry_delay_seconds=5, cache_policy=NO_CACHE)
 def push(root: str) -> None:
     print("== push to the DVC remote ==", flush=True)
@@ -74,6 +110,7 @@ def distill_pipeline(
     student: dict[str, Any] | None = None,
     corpus: dict[str, Any] | None = None,
     mining: dict[str, Any] | None = None,
+    cluster: dict[str, Any] | None = None,
     train: dict[str, Any] | None = None,
     eval: dict[str, Any] | None = None,  # noqa: A002 - the params section is called eval
     paths: dict[str, Any] | None = None,
@@ -92,7 +129,7 @@ def distill_pipeline(
         raise ParamsError(f"{root} has no dvc.yaml: run the flow from the project root (where `make run` serves it)")
     sections = {
         "seed": seed, "threads": threads, "teacher": teacher, "student": student, "corpus": corpus, "mining": mining,
-        "train": train, "eval": eval, "paths": paths, "tracking": tracking, "register": register,
+        "cluster": cluster, "train": train, "eval": eval, "paths": paths, "tracking": tracking, "register": register,
     }
     updates = {key: value for key, value in sections.items() if value is not None}
     files = [root / path for path in params_files or []]
@@ -108,6 +145,8 @@ def distill_pipeline(
     with pipeline_lock(params.paths.lock), lineage.params_applied(root, leaves):
         with pipeline_run(params, run_name=run_name, tags={"entry_point": "prefect"}) as run_id:
             for name in ("prepare", "label", "train", "evaluate"):
+                if name == "label" and params.cluster.enabled:
+                    label_on_cluster(params)
                 STAGE_TASKS[name](str(root), run_id)
             push(str(root))  # the data is on the remote before any version points at it
             STAGE_TASKS["register"](str(root), run_id)

@@ -34,10 +34,6 @@ from distill.readers import CORPUS_FILE, QUERIES_FILE
 
 log = logging.getLogger(__name__)
 
-# How long a client waits for the scheduler at cluster.address before saying so.
-CONNECT_TIMEOUT = "20s"
-
-
 @dataclass(frozen=True)
 class TextSlice:
     """Rows ``rows`` of ``column`` in the parquet file ``path``, to encode as ``text_type`` texts."""
@@ -128,10 +124,11 @@ def dask_client(config: ClusterConfig) -> Iterator:
 
     if config.address is not None:
         try:
-            client = Client(config.address, timeout=CONNECT_TIMEOUT)
+            client = Client(config.address, timeout=config.connect_timeout)
         except (OSError, TimeoutError) as err:
             raise DataError(
-                f"cluster.address {config.address!r}: no Dask scheduler answered within {CONNECT_TIMEOUT} ({err}); "
+                f"cluster.address {config.address!r}: no Dask scheduler answered within {config.connect_timeout:g} s "
+                f"({err}); "
                 "start one (`dask scheduler`, then `dask worker <address>` on each machine) or fix the address"
             ) from None
         with client:

@@ -427,6 +427,7 @@ class ClusterConfig(_Section):
     address: str | None = None  # e.g. tcp://scheduler:8786
     n_workers: int = Field(default=0, ge=0)
     threads_per_worker: int = Field(default=1, gt=0)
+    connect_timeout: Float = Field(default=30.0, gt=0)  # seconds to wait for the scheduler at address
 
     @model_validator(mode="after")
     def _one_way(self) -> "ClusterConfig":
