@@ -58,6 +58,12 @@ RECIPES: dict[str, list[str]] = {
                                           "train.epochs=3", "train.learning_rate=5e-5"],
     # A cheaper step for the warm-rerun budget of issue #8: no text batches, 3 negatives instead of 7.
     "margin_mse(64|128|256)-3neg": [*objectives(margin_mse=1.0, dims=(64, 128, 256)), "mining.negatives=3"],
+    # The same step at 5x the learning rate: 71 steps at 2e-5 barely move the student.
+    "margin_mse(64|128|256)-3neg-lr1e-4": [*objectives(margin_mse=1.0, dims=(64, 128, 256)), "mining.negatives=3",
+                                           "train.learning_rate=1e-4"],
+    # Half the steps: headline queries only (no inverse-cloze sentences).
+    "margin_mse(64|128|256)-3neg-titles": [*objectives(margin_mse=1.0, dims=(64, 128, 256)), "mining.negatives=3",
+                                           "corpus.queries=[{type: titles}]"],
     "asymmetric(cosine+margin_mse)": ["train.mode=asymmetric", *objectives(cosine=1.0, margin_mse=1.0)],
     # Students that start from the teacher: 4 and 6 of all-mpnet-base-v2's 12 layers.
     "pruned4(cosine+margin_mse)": [*PRUNED_4, *objectives(cosine=1.0, margin_mse=1.0)],
