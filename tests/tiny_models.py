@@ -81,3 +81,19 @@ def tiny_cross_encoder(path: Path, tokenizer_from: str, seed: int = 0) -> Path:
     BertForSequenceClassification(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+def tiny_bert_embedder(path: Path, tokenizer_from: str, hidden_size: int, seed: int = 0) -> Path:
+    """A 1-layer BERT with mean pooling as a Sentence Transformers folder: a student of any width."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
+    from transformers import BertModel
+
+    torch.manual_seed(seed)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_from)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=hidden_size, intermediate_size=2 * hidden_size,
+                        num_hidden_layers=1, num_attention_heads=4, max_position_embeddings=512)
+    BertModel(config).save_pretrained(path / "hf")
+    tokenizer.save_pretrained(path / "hf")
+    SentenceTransformer(modules=[Transformer(str(path / "hf")), Pooling(hidden_size, "mean")]).save(str(path))
+    return path

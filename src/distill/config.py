@@ -20,6 +20,10 @@ from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, mode
 Float = Annotated[float, Strict(False)]
 
 
+# The text types the pipeline encodes besides corpus.text_type: retrieval queries and documents, STS sentences.
+TEXT_TYPES = ("query", "passage", "sentence")
+
+
 class ParamsError(ValueError):
     """A params file or override is malformed; the message names the file and the key."""
 
@@ -478,6 +482,25 @@ class Params(_Section):
     registry: RegisterConfig = Field(default_factory=RegisterConfig, alias="register")
 
     @model_validator(mode="after")
+    def _check_prompts(self) -> "Params":
+        """A prompt applies only to texts of its type: a key the pipeline never encodes, or a custom
+        ``corpus.text_type`` no prompt names, would silently mean no prompt."""
+        types = [*TEXT_TYPES, self.corpus.text_type]
+        for section, prompts in (("teacher", self.teacher.prompts), ("student", self.student.prompts)):
+            unknown = sorted(set(prompts) - set(types))
+            if unknown:
+                raise ValueError(f"{section}.prompts keys {unknown} name no text type the pipeline encodes; "
+                                 f"expected keys among {sorted(set(types))}")
+        named = set(self.teacher.prompts) | set(self.student.prompts)
+        if self.corpus.text_type not in TEXT_TYPES and self.corpus.text_type not in named:
+            raise ValueError(
+                f"corpus.text_type {self.corpus.text_type!r} is not one of {list(TEXT_TYPES)} and no teacher or student "
+                "prompt names it, so it would be encoded with no prompt; use passage, or add a prompt for it "
+                '("" for none)'
+            )
+        return self
+
+    @model_validator(mode="after")
     def _check_primary_metric(self) -> "Params":
         choices = ["mean_score"] + [f"{s.name}/{s.primary_metric}" for s in self.eval.sets if is_quality_set(s)]
         if self.registry.primary_metric not in choices:
@@ -533,7 +556,8 @@ def _format_errors(err: ValidationError, source: str) -> str:
         key = ".".join(str(part) for part in item["loc"]) or "(top level)"
         got = item.get("input")
         got_text = "" if isinstance(got, dict) else f" (got {got!r})"
-        lines.append(f"  {key}: {item['msg']}{got_text}")
+        # A validator's own message already names its keys: pydantic's "Value error, " prefix adds nothing.
+        lines.append(f"  {key}: {item['msg'].removeprefix('Value error, ')}{got_text}")
     return f"invalid params in {source}:\n" + "\n".join(lines)
 
 

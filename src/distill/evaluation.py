@@ -143,8 +143,8 @@ class RetrievalEvaluator(Evaluator):
             raise DataError(f"{qrels_path}: no query has a relevant document (score > 0)")
         return cls(
             spec,
-            queries=[str(queries[q]["text"]) for q in query_rows],
-            documents=[" ".join(str(d[k]) for k in ("title", "text") if d.get(k)).strip() for d in corpus],
+            queries=[queries[q]["text"] for q in query_rows],
+            documents=[" ".join(d[k] for k in ("title", "text") if d.get(k)).strip() for d in corpus],
             qrels={str(i): {str(d): r for d, r in judged[q].items()} for i, q in enumerate(query_rows)},
             files=[folder / "corpus.jsonl", folder / "queries.jsonl", qrels_path],
         )
@@ -237,6 +237,15 @@ class LabelledEvaluator(Evaluator):
             if not path.is_file():
                 raise DataError(f"eval set {spec.name}: file {path} does not exist")
             texts, labels = load_table(path, spec.text_column), load_table(path, spec.label_column)
+            for column, values in ((spec.text_column, texts), (spec.label_column, labels)):
+                empty = next((row for row, value in enumerate(values) if value is None or value == ""), None)
+                if empty is not None:
+                    raise DataError(f"eval set {spec.name}: {path} column {column!r} row {empty} is empty; every row "
+                                    "needs a text and a label")
+            if any(not isinstance(t, str) for t in texts):
+                row = next(i for i, t in enumerate(texts) if not isinstance(t, str))
+                raise DataError(f"eval set {spec.name}: {path} column {spec.text_column!r} row {row} is "
+                                f"{texts[row]!r}, expected a string")
             frame = pd.DataFrame({"text": texts, "label": [str(x) for x in labels]})
             frame["doc_id"] = [str(i) for i in range(len(frame))]
         if spec.max_texts:
@@ -397,10 +406,13 @@ def eval_spec(evaluators: list[Evaluator], heldout_doc_ids: list[str], seed: int
 
 
 def _read_jsonl(path: Path, required: tuple[str, ...]) -> list[dict]:
+    """BEIR ``corpus.jsonl`` / ``queries.jsonl`` rows: a unique ``_id``, string ``text``, and a string
+    ``title`` where there is one (``""`` for none)."""
     if not path.is_file():
         raise DataError(f"retrieval file {path} does not exist")
     check_utf8(path)
     rows = []
+    first_line: dict[str, int] = {}
     with path.open(encoding="utf-8") as handle:
         for line_no, line in enumerate(handle, start=1):
             if not line.strip():
@@ -409,9 +421,21 @@ def _read_jsonl(path: Path, required: tuple[str, ...]) -> list[dict]:
                 row = json.loads(line)
             except json.JSONDecodeError as err:
                 raise DataError(f"{path}:{line_no}: not valid JSON: {err}") from err
+            if not isinstance(row, dict):
+                raise DataError(f"{path}:{line_no}: expected a JSON object, got {type(row).__name__}")
             missing = [k for k in required if k not in row]
             if missing:
                 raise DataError(f"{path}:{line_no}: missing field(s) {missing}")
+            for key, expected in (("text", "a string"), ("title", 'a string ("" for no title)')):
+                if key in row and not isinstance(row[key], str):
+                    raise DataError(f"{path}:{line_no}: field {key!r} is {row[key]!r}, expected {expected}")
+            doc_id = row["_id"]
+            if not isinstance(doc_id, (str, int)) or isinstance(doc_id, bool):
+                raise DataError(f"{path}:{line_no}: field '_id' is {doc_id!r}, expected a string")
+            if str(doc_id) in first_line:
+                raise DataError(f"{path}:{line_no}: _id {str(doc_id)!r} repeats line {first_line[str(doc_id)]}; "
+                                "ids must be unique")
+            first_line[str(doc_id)] = line_no
             rows.append(row)
     return rows
 
@@ -439,6 +463,8 @@ def _read_qrels(path: Path, query_row: dict[str, int], doc_row: dict[str, int]) 
                 relevance = int(score)
             except ValueError as err:
                 raise DataError(f"{path}:{line_no}: score {score!r} is not an integer") from err
+            if relevance < 0:
+                raise DataError(f"{path}:{line_no}: score {relevance} is negative; expected a relevance grade >= 0")
             judged.setdefault(query_row[query_id], {})[doc_row[doc_id]] = relevance
     return judged
 

@@ -141,7 +141,7 @@ def load_model(
             resolved, revision=revision, trust_remote_code=trust_remote_code, device=device or _default_device(),
             model_kwargs=model_kwargs,
         )
-    except (OSError, ValueError) as err:
+    except Exception as err:  # noqa: BLE001 - config, weight and tokenizer errors come in many types
         raise ModelLoadError(
             f"{field}: cannot load model {name!r} (resolved to {resolved!r}): {err.__class__.__name__}: "
             f"{str(err).splitlines()[0] if str(err) else ''}. Expected a local Sentence Transformers folder, "

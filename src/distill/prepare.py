@@ -150,7 +150,16 @@ def hub_column(source: HubSource | HubQueries, limit: int | None = None) -> list
     """The values of ``source.column`` (the first ``limit``) of a Hub dataset split."""
     import datasets
 
-    table = datasets.load_dataset(source.name, source.config, split=source.split, revision=source.revision)
+    try:
+        table = datasets.load_dataset(source.name, source.config, split=source.split, revision=source.revision)
+    except Exception as err:  # noqa: BLE001 - datasets raises many types (hub, network, offline, format)
+        first_line = str(err).splitlines()[0] if str(err) else ""
+        raise DataError(
+            f"hub dataset {source.name!r} (config {source.config!r}, split {source.split!r}, revision "
+            f"{source.revision!r}) cannot be loaded: {err.__class__.__name__}: {first_line}. Check the name, config and "
+            "split on the hub; with HF_HUB_OFFLINE=1 (the Makefile's default) only datasets already in the local "
+            "Hugging Face cache load"
+        ) from err
     if source.column not in table.column_names:
         raise DataError(f"hub dataset {source.name}: missing column {source.column!r}; it has {table.column_names}")
     return table[source.column][:limit] if limit else table[source.column]
@@ -231,6 +240,12 @@ def build_corpus(config: CorpusConfig, seed: int, excluded: set[str] = frozenset
     ]
     if not (frame["split"] == "train").any():
         raise DataError("corpus has no training text after the held-out split: lower corpus.heldout_fraction")
+    if not (frame["split"] == "heldout").any():
+        # Evaluation always needs held-out text: throughput, fidelity and the held-out sets are measured on it.
+        raise DataError(
+            f"corpus.heldout_fraction {config.heldout_fraction:g} held out none of the corpus's "
+            f"{frame['doc_id'].nunique()} documents; evaluation needs held-out text: raise corpus.heldout_fraction"
+        )
     return frame.drop(columns="order").sort_index().reset_index(drop=True), dropped
 
 

@@ -121,6 +121,22 @@ def batch_sampler(candidate_batch_size: int):
     return make
 
 
+def _check_whole_batches(config: TrainConfig, train_sets: dict[str, Dataset]) -> None:
+    """In-batch objectives drop the last partial batch: a dataset smaller than one batch would train
+    for zero steps and save the untouched student as if distilled."""
+    if not config.uses(("similarity", "mnrl")):
+        return
+    for name, dataset in train_sets.items():
+        size, key = ((config.candidate_batch_size, "train.candidate_batch_size") if name == "candidates"
+                     else (config.batch_size, "train.batch_size"))
+        if len(dataset) < size:
+            raise DataError(
+                f"the {name} training set has {len(dataset)} rows, fewer than one batch ({key} = {size}); the in-batch "
+                "objectives drop partial batches, so it would train for zero steps. Lower "
+                f"{key} or add training data"
+            )
+
+
 def _non_empty(prompts: dict) -> dict:
     """Prompts per dataset (and per column) without the empty ones, in the trainer's format."""
     out = {}
@@ -203,6 +219,17 @@ def run(params: Params) -> Path:
         if config.mode == "asymmetric":
             raise DataError("train.mode asymmetric needs student.target_space teacher (documents stay teacher-encoded)")
         target_space = "student"
+        if student_dim > teacher_dim:
+            raise DataError(
+                f"student.target_space student reduces the {teacher_dim}-dimensional teacher labels by PCA, which cannot "
+                f"give the student's {student_dim} dimensions; set student.target_space: teacher"
+            )
+        if len(train_labels) < student_dim:
+            raise DataError(
+                f"student.target_space student fits a {student_dim}-component PCA on the teacher labels, which needs "
+                f"at least {student_dim} training texts; the corpus has {len(train_labels)}. Add text "
+                "(corpus.sources, corpus.max_texts) or set student.target_space: teacher"
+            )
         pca = PCA(n_components=student_dim, random_state=params.seed).fit(train_labels)
         train_labels, eval_labels = pca.transform(train_labels), pca.transform(eval_labels)
     del teacher  # free the teacher's memory before training
@@ -228,6 +255,7 @@ def run(params: Params) -> Path:
         passage_prompt = prompts.get("passage", "")
         dataset_prompts["candidates"] = {column: prompts.get("query", "") if column == "query" else passage_prompt
                                          for column in train_sets["candidates"].column_names if column != "label"}
+    _check_whole_batches(config, train_sets)
     evaluated = "texts" in train_sets and bool(eval_texts)
     use_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     # Nothing is checkpointed: the final weights are saved below, atomically, and the trainer's
