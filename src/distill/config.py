@@ -288,6 +288,9 @@ class TrainConfig(_Section):
     matryoshka_dims: list[int] = Field(default_factory=lambda: [64, 128, 256])
     epochs: Float = Field(default=1.0, gt=0)
     max_steps: int = -1
+    # DDP processes on this machine (torchrun --nproc_per_node): gloo on CPU, nccl with one GPU each;
+    # batch sizes are per process, in-batch objectives see the global batch.
+    processes: int = Field(default=1, gt=0)
     batch_size: int = Field(default=64, gt=0)
     # Queries per batch of the candidate objectives: each brings 1 + mining.negatives passages.
     candidate_batch_size: int = Field(default=16, gt=0)

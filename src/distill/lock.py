@@ -30,6 +30,18 @@ def _held_by_ancestor(path: Path) -> bool:
     return int(holder) in ancestors
 
 
+def holder_env(path: str | Path) -> dict[str, str]:
+    """The environment that lets this process's descendants share the lock it holds (directly, or
+    through its own ancestor): the holder's pid as the lock file names it."""
+    return {HOLDER_ENV: Path(path).read_text().strip().removeprefix("pid ")}
+
+
+def secondary_rank() -> bool:
+    """A torchrun rank other than 0: rank 0 takes the lock for the whole job (``torchrun -m distill
+    train`` started by hand, where the ranks are siblings and none is the other's ancestor)."""
+    return "TORCHELASTIC_RUN_ID" in os.environ and int(os.environ.get("RANK", "0")) > 0
+
+
 # Re-entrant per thread, not per process: another thread of the same process opens its own file
 # description, and flock then refuses it like any other holder.
 _local = threading.local()
@@ -40,7 +52,7 @@ def pipeline_lock(path: str | Path) -> Iterator[None]:
     """Hold an exclusive, non-blocking lock on ``path`` (re-entrant within one thread)."""
     key = str(Path(path).resolve())
     held: set[str] = _local.__dict__.setdefault("held", set())
-    if key in held or _held_by_ancestor(Path(path)):
+    if key in held or _held_by_ancestor(Path(path)) or secondary_rank():
         yield
         return
     Path(path).parent.mkdir(parents=True, exist_ok=True)

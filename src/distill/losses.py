@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 import torch
 import torch.nn.functional as F
 from sentence_transformers import SentenceTransformer
+from sentence_transformers.util import all_gather, all_gather_with_grad
 from torch import Tensor, nn
 
 
@@ -47,14 +48,24 @@ class InBatchSimilarityLoss(_JasperLoss):
     relation of RKD (Park et al., 2019, https://arxiv.org/abs/1904.05068).
 
     Inputs: texts (one column) and labels ``(batch, teacher_dim)``; student output ``(batch, any_dim)``.
-    The loss compares two ``(batch, batch)`` matrices.
+    The loss compares two ``(batch, batch)`` matrices. With ``gather_across_devices`` under DDP, both
+    are gathered from every rank first (the student's with gradients), so the matrices span the global
+    batch and N processes of batch B train like one process of batch N x B.
     """
+
+    def __init__(self, model: SentenceTransformer, gather_across_devices: bool = False) -> None:
+        super().__init__(model)
+        self.gather_across_devices = gather_across_devices
 
     def compute_loss_from_embeddings(self, embeddings: list[Tensor], labels: Tensor) -> Tensor:
         embeddings = torch.cat(embeddings)
+        teacher = labels.to(embeddings.dtype).repeat(len(embeddings) // len(labels), 1)
+        if self.gather_across_devices:
+            # Every rank computes the same global loss; all_gather's backward sums the ranks' gradients
+            # into each local slice and DDP averages them, which gives the one-process gradient.
+            embeddings, teacher = all_gather_with_grad(embeddings), all_gather(teacher)
         student = F.normalize(embeddings, dim=-1)
-        teacher = F.normalize(labels.to(embeddings.dtype), dim=-1)
-        teacher = teacher.repeat(len(student) // len(teacher), 1)
+        teacher = F.normalize(teacher, dim=-1)
         return F.mse_loss(student @ student.T, teacher @ teacher.T)
 
 

@@ -25,6 +25,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import subprocess
+import sys
 import tempfile
 from importlib.resources import files
 from pathlib import Path
@@ -33,6 +36,7 @@ from string import Template
 import numpy as np
 import pandas as pd
 import torch
+import yaml
 from datasets import Dataset, DatasetDict
 from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, SentenceTransformerTrainingArguments
 from sentence_transformers.sentence_transformer import losses
@@ -46,6 +50,7 @@ from distill.config import CANDIDATE_OBJECTIVES, TEXT_OBJECTIVES, Params, TrainC
 from distill.encoding import teacher_encoder
 from distill.errors import DataError
 from distill.io import atomic_dir, write_json
+from distill.lock import holder_env
 from distill.losses import InBatchSimilarityLoss, RelativeSimilarityLoss, WeightedSumLoss
 from distill.readers import corpus_sha256, load_candidates, load_corpus, load_queries
 from distill.sampling import spread_sample
@@ -56,10 +61,32 @@ log = logging.getLogger(__name__)
 TRAIN_DOCUMENTS_FILE = "train_documents.txt"
 
 
+def distributed() -> bool:
+    """Whether this process is one rank of several (torchrun sets WORLD_SIZE for every rank)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def launch_ranks(params: Params) -> Path:
+    """Run this step as ``torchrun --nproc_per_node train.processes -m distill train`` on the same
+    params. This process keeps the pipeline lock and hands it to the ranks, its descendants."""
+    with tempfile.TemporaryDirectory(prefix="distill-ddp-") as scratch:
+        resolved = Path(scratch) / "params.yaml"
+        resolved.write_text(yaml.safe_dump(params.model_dump(mode="json", by_alias=True)), encoding="utf-8")
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                   f"--nproc_per_node={params.train.processes}", "-m", "distill", "train", "--params", str(resolved)]
+        log.info("training on %d processes: %s", params.train.processes, " ".join(command))
+        env = {**os.environ, **holder_env(params.paths.lock)}
+        code = subprocess.run(command, env=env).returncode
+    if code != 0:
+        raise DataError(f"DDP training on {params.train.processes} processes (train.processes) failed with exit code "
+                        f"{code}; the ranks' errors are above")
+    return Path(params.paths.student)
+
+
 def text_loss(model: SentenceTransformer, config: TrainConfig) -> WeightedSumLoss:
     """The weighted text objectives on texts labelled with teacher embeddings ``(batch, teacher_dim)``."""
     parts = {
-        "similarity": InBatchSimilarityLoss(model),
+        "similarity": InBatchSimilarityLoss(model, gather_across_devices=distributed()),
         "mse": losses.EmbedDistillLoss(model, distance_metric="mse"),
         "cosine": losses.EmbedDistillLoss(model, distance_metric="cosine"),
     }
@@ -78,7 +105,7 @@ def candidate_loss(model: SentenceTransformer, config: TrainConfig) -> torch.nn.
         "margin_mse": losses.MarginMSELoss(model, similarity_fct=pairwise_cos_sim),
         "kl": losses.DistillKLDivLoss(model, similarity_fct=pairwise_cos_sim, student_temperature=student_t,
                                       teacher_temperature=teacher_t),
-        "mnrl": losses.MultipleNegativesRankingLoss(model, scale=1 / student_t),
+        "mnrl": losses.MultipleNegativesRankingLoss(model, scale=1 / student_t, gather_across_devices=distributed()),
         "relative": RelativeSimilarityLoss(model),
     }
     in_cosine_units = lambda scores: scores * (student_t / teacher_t)  # noqa: E731
@@ -174,7 +201,10 @@ def model_card(params: Params, summary: dict) -> str:
 
 
 def run(params: Params) -> Path:
-    """Train the student on cached teacher labels and save it atomically to ``paths.student``."""
+    """Train the student on cached teacher labels and save it atomically to ``paths.student``; with
+    ``train.processes`` above 1, on that many DDP ranks, of which rank 0 saves."""
+    if params.train.processes > 1 and not distributed():
+        return launch_ranks(params)
     set_seed(params.seed)
     corpus = load_corpus(params.paths.prepared)
     train_frame = corpus[corpus["split"] == "train"]
@@ -283,6 +313,8 @@ def run(params: Params) -> Path:
             prompts=_non_empty(dataset_prompts) or None,
             batch_sampler=batch_sampler(config.candidate_batch_size),
             disable_tqdm=False,
+            ddp_backend=("nccl" if torch.cuda.is_available() else "gloo") if distributed() else None,
+            use_cpu=not torch.cuda.is_available(),  # accelerate's multi-CPU (gloo) DDP needs it said
         )
         trainer = SentenceTransformerTrainer(
             model=student,
@@ -294,6 +326,8 @@ def run(params: Params) -> Path:
         trainer.train()
         if evaluated:
             trainer.evaluate()  # the held-out loss of the final weights, whatever eval_steps was
+    if not trainer.is_world_process_zero():
+        return Path(params.paths.student)  # rank 0 writes the student and the curves
     train_curve, eval_curve = _loss_curves(trainer.state.log_history)
     final_eval = float(eval_curve["eval_loss"].iloc[-1]) if len(eval_curve) else float("nan")
     train_documents = sorted(train_frame["doc_id"].astype(str).unique())
