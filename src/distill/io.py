@@ -14,9 +14,14 @@ from typing import Any
 
 @contextmanager
 def atomic_dir(target: str | Path) -> Iterator[Path]:
-    """Yield an empty staging folder beside ``target``; on success it replaces ``target`` whole."""
+    """Yield an empty staging folder beside ``target``; on success it replaces ``target`` whole.
+
+    Staging and retired folders a killed run left beside ``target`` are removed first: outputs are
+    written under the pipeline lock, so no other writer of ``target`` can be using them."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    for leftover in [*target.parent.glob(f".{target.name}.tmp-*"), *target.parent.glob(f".{target.name}.old-*")]:
+        shutil.rmtree(leftover, ignore_errors=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
         yield staging
