@@ -125,11 +125,12 @@ def test_register_killed_after_the_version_is_created(project):
 
 
 def test_dask_label_killed_mid_way(tmp_path, project):
-    params_file = write_tiny_params(tmp_path, teacher={"shard_size": 8}, cluster={"n_workers": 2})
+    # The project's shard size: the same slices encode in the same batches, so the cache matches bit for bit.
+    params_file = write_tiny_params(tmp_path, cluster={"n_workers": 2})
     params = load_params(params_file)
     prepare.run(params)
     cache = Path(params.paths.teacher_cache)
-    kill_when("label", params_file, lambda out: len(list(cache.rglob("shard-*.npz"))) >= 3)
+    kill_when("label", params_file, lambda out: len(list(cache.rglob("shard-*.npz"))) >= 2)
     rerun("label", params_file)
     reference = load_params(project / "params.yaml")
     for name in ("candidates.parquet",):
