@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 import torch
 import yaml
-from datasets import Dataset, DatasetDict
+from datasets import Dataset, DatasetDict, Features, Sequence, Value
 from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, SentenceTransformerTrainingArguments
 from sentence_transformers.sentence_transformer import losses
 from sentence_transformers.base.sampler import DefaultBatchSampler
@@ -59,6 +59,9 @@ from distill.student import DISTILLATION_FILE, PCA_FILE, add_projection, base_st
 log = logging.getLogger(__name__)
 
 TRAIN_DOCUMENTS_FILE = "train_documents.txt"
+# Labels go from the cache into the training dataset this many rows at a time.
+LABEL_CHUNK = 4096
+LABEL_FEATURES = Features({"text": Value("string"), "label": Sequence(Value("float32"))})
 
 
 def distributed() -> bool:
@@ -219,13 +222,14 @@ def run(params: Params) -> Path:
         )
     config = params.train
     train_texts, eval_texts = train_frame["text"].tolist(), eval_frame["text"].tolist()
-    train_labels, eval_labels = cache.get(train_texts), cache.get(eval_texts)
     query_texts: list[str] = []
+    query_cache = None
     if config.mode == "asymmetric":
         # The student will encode queries against teacher-encoded documents: it learns the teacher's
         # space on the queries themselves as well as on the passages.
         query_texts = load_queries(params.paths.prepared)["query"].tolist()
-        query_labels = teacher.encode(query_texts, "query", desc="teacher queries")
+        teacher.encode(query_texts, "query", desc="teacher queries")
+        query_cache = teacher.cache("query")
     candidates = load_candidates(params.paths.mined) if config.uses(CANDIDATE_OBJECTIVES) else None
     if candidates is not None and not len(candidates):
         raise DataError(
@@ -236,15 +240,17 @@ def run(params: Params) -> Path:
 
     student = base_student(params, teacher.model)
     student_dim = student.get_embedding_dimension()
-    teacher_dim = train_labels.shape[1]
+    teacher_dim = cache.dim
     pca = None
     if not config.uses(("mse", "cosine")):
         target_space = "student"  # similarity and score objectives compare across dimensions
     elif student_dim == teacher_dim or params.student.target_space == "teacher":
         target_space = "teacher"
         if student_dim != teacher_dim:
+            # The least-squares fit needs every label at once (the one place training holds them all).
             student = add_projection(student, train_texts + query_texts,
-                                     np.vstack([train_labels, *([query_labels] if query_texts else [])]), params)
+                                     np.vstack([cache.get(train_texts), *([query_cache.get(query_texts)] if query_texts else [])]),
+                                     params)
     else:
         if config.mode == "asymmetric":
             raise DataError("train.mode asymmetric needs student.target_space teacher (documents stay teacher-encoded)")
@@ -254,43 +260,53 @@ def run(params: Params) -> Path:
                 f"student.target_space student reduces the {teacher_dim}-dimensional teacher labels by PCA, which cannot "
                 f"give the student's {student_dim} dimensions; set student.target_space: teacher"
             )
-        if len(train_labels) < student_dim:
+        if len(train_texts) < student_dim:
             raise DataError(
                 f"student.target_space student fits a {student_dim}-component PCA on the teacher labels, which needs "
-                f"at least {student_dim} training texts; the corpus has {len(train_labels)}. Add text "
+                f"at least {student_dim} training texts; the corpus has {len(train_texts)}. Add text "
                 "(corpus.sources, corpus.max_texts) or set student.target_space: teacher"
             )
-        pca = PCA(n_components=student_dim, random_state=params.seed).fit(train_labels)
-        train_labels, eval_labels = pca.transform(train_labels), pca.transform(eval_labels)
+        pca = PCA(n_components=student_dim, random_state=params.seed).fit(cache.get(train_texts))
     del teacher  # free the teacher's memory before training
-
-    def text_dataset(texts: list[str], labels: np.ndarray) -> Dataset:
-        return Dataset.from_dict({"text": texts, "label": labels.astype(np.float32).tolist()})
-
-    train_sets: dict[str, Dataset] = {}
-    train_losses: dict[str, torch.nn.Module] = {}
-    prompts = params.student.prompts
-    dataset_prompts: dict[str, dict[str, str] | str] = {}
-    if config.uses(TEXT_OBJECTIVES):
-        train_sets["texts"] = text_dataset(train_texts, train_labels)
-        train_losses["texts"] = text_loss(student, config)
-        dataset_prompts["texts"] = prompts.get(params.corpus.text_type, "")
-        if query_texts:
-            train_sets["queries"] = text_dataset(query_texts, query_labels)
-            train_losses["queries"] = train_losses["texts"]
-            dataset_prompts["queries"] = prompts.get("query", "")
-    if candidates is not None:
-        train_sets["candidates"] = candidate_dataset(candidates)
-        train_losses["candidates"] = candidate_loss(student, config)
-        passage_prompt = prompts.get("passage", "")
-        dataset_prompts["candidates"] = {column: prompts.get("query", "") if column == "query" else passage_prompt
-                                         for column in train_sets["candidates"].column_names if column != "label"}
-    _check_whole_batches(config, train_sets)
-    evaluated = "texts" in train_sets and bool(eval_texts)
-    use_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     # Nothing is checkpointed: the final weights are saved below, atomically, and the trainer's
-    # scratch folder goes with the context.
+    # scratch folder (with the label datasets) goes with the context.
     with tempfile.TemporaryDirectory(prefix="distill-train-") as scratch:
+
+        def text_dataset(texts: list[str], labels_cache) -> Dataset:
+            """Texts with their teacher labels as an Arrow dataset on disk, memory-mapped, written a chunk
+            at a time from the cache: the labels of a large corpus are never one array in memory."""
+
+            def rows(texts: list[str]):
+                for begin in range(0, len(texts), LABEL_CHUNK):
+                    chunk = texts[begin : begin + LABEL_CHUNK]
+                    labels = labels_cache.get(chunk)
+                    labels = pca.transform(labels) if pca is not None else labels
+                    yield from ({"text": t, "label": row} for t, row in zip(chunk, labels.astype(np.float32)))
+
+            return Dataset.from_generator(rows, gen_kwargs={"texts": texts}, features=LABEL_FEATURES,
+                                          cache_dir=str(Path(scratch) / "datasets"), keep_in_memory=False)
+
+        train_sets: dict[str, Dataset] = {}
+        train_losses: dict[str, torch.nn.Module] = {}
+        prompts = params.student.prompts
+        dataset_prompts: dict[str, dict[str, str] | str] = {}
+        if config.uses(TEXT_OBJECTIVES):
+            train_sets["texts"] = text_dataset(train_texts, cache)
+            train_losses["texts"] = text_loss(student, config)
+            dataset_prompts["texts"] = prompts.get(params.corpus.text_type, "")
+            if query_texts:
+                train_sets["queries"] = text_dataset(query_texts, query_cache)
+                train_losses["queries"] = train_losses["texts"]
+                dataset_prompts["queries"] = prompts.get("query", "")
+        if candidates is not None:
+            train_sets["candidates"] = candidate_dataset(candidates)
+            train_losses["candidates"] = candidate_loss(student, config)
+            passage_prompt = prompts.get("passage", "")
+            dataset_prompts["candidates"] = {column: prompts.get("query", "") if column == "query" else passage_prompt
+                                             for column in train_sets["candidates"].column_names if column != "label"}
+        _check_whole_batches(config, train_sets)
+        evaluated = "texts" in train_sets and bool(eval_texts)
+        use_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
         args = SentenceTransformerTrainingArguments(
             output_dir=scratch,
             num_train_epochs=config.epochs,
@@ -320,7 +336,7 @@ def run(params: Params) -> Path:
             model=student,
             args=args,
             train_dataset=DatasetDict(train_sets),
-            eval_dataset=DatasetDict({"texts": text_dataset(eval_texts, eval_labels)}) if evaluated else None,
+            eval_dataset=DatasetDict({"texts": text_dataset(eval_texts, cache)}) if evaluated else None,
             loss=train_losses,
         )
         trainer.train()
