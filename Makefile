@@ -70,6 +70,7 @@ test-fast: setup
 bench: setup
 	$(PY) bench/quality.py
 	$(PY) bench/label_throughput.py
+	$(PY) bench/label_memory.py
 
 clean:
 	rm -rf data models metrics reports plots dvc.lock
