@@ -26,6 +26,8 @@ from tests.conftest import ROOT, write_tiny_params
 sys.path.insert(0, str(ROOT / "flows"))
 from distill_pipeline import label_on_cluster  # noqa: E402
 
+pytestmark = pytest.mark.slow
+
 
 def shard_rows(directory: Path) -> dict[bytes, np.ndarray]:
     """Every row of every shard on disk by key; fails on a key stored twice."""

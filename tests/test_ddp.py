@@ -25,6 +25,8 @@ from distill.models import resolve_model
 from distill.readers import load_corpus
 from tests.conftest import write_tiny_params
 
+pytestmark = pytest.mark.slow
+
 # Two runs of the same global batches differ only by float summation order (a gathered matrix vs one,
 # gradients all-reduced vs summed in one process).
 LOSS_RTOL = 1e-4

@@ -29,6 +29,8 @@ from distill.config import load_params
 from distill.io import read_json
 from tests.conftest import ROOT, write_tiny_params
 
+pytestmark = pytest.mark.slow
+
 DEADLINE = 600
 
 
