@@ -48,8 +48,7 @@ def tiny_params_dict(root: Path) -> dict:
             "passage_chars": 1000,
             "heldout_fraction": 0.35,
         },
-        # The shipped objectives (similarity + margin_mse in MatryoshkaLoss), on fewer and shorter candidates: the default
-        # 16 queries x 8 passages of 256 tokens take ~9 GiB to train on.
+        # The shipped objectives (margin_mse in MatryoshkaLoss, 3 negatives), on fewer and shorter candidates.
         "mining": {"negatives": 3, "rank_end": 20},
         "train": {"epochs": 1, "batch_size": 32, "candidate_batch_size": 8, "eval_texts": 32, "eval_steps": 100,
                   "log_steps": 1},

@@ -162,7 +162,7 @@ CASES = {
                    "student.target_space=student", f"student.model={wide_student(i)}"]),
     "training_set_smaller_than_a_batch": Case(
         "train", r"the texts training set has \d+ rows, fewer than one batch \(train\.batch_size = 100000\)",
-        lambda i: ["train.batch_size=100000"]),
+        lambda i: ["train.objectives={similarity: 1.0, margin_mse: 1.0}", "train.batch_size=100000"]),
     # evaluate: evaluation files
     "labelled_file_null_label": Case(
         "evaluate", r"eval set bad: .*nolabel\.jsonl column 'label' row 1 is empty",

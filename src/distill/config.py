@@ -247,7 +247,7 @@ class MiningConfig(_Section):
 
     # The positive is the teacher's best passage among the query's known positives (its document's
     # passages, its cloze context), or its top-ranked passage for a user query.
-    negatives: int = Field(default=7, gt=0)
+    negatives: int = Field(default=3, gt=0)
     # Hard negatives are drawn from teacher ranks [rank_start, rank_end) (0 = the best)...
     rank_start: int = Field(default=2, ge=0)
     rank_end: int = Field(default=40, gt=1)
@@ -276,7 +276,7 @@ class TrainConfig(_Section):
     # mined query candidates with teacher scores: margin_mse, kl (listwise), mnrl (teacher positive vs
     # hard and in-batch negatives), relative (Jasper's pairwise rank term). Weight 0 = off.
     # The default is the best of bench/ablation.py on the default config's held-out sets (RESULTS.md).
-    objectives: dict[str, Float] = Field(default_factory=lambda: {"similarity": 1.0, "margin_mse": 1.0})
+    objectives: dict[str, Float] = Field(default_factory=lambda: {"margin_mse": 1.0})
     # asymmetric: only queries are encoded by the student, documents stay teacher-encoded ("LEAF:
     # Knowledge Distillation of Text Embedding Models with Teacher-Aligned Representations", MongoDB, 2025): the student learns the teacher's space on query and
     # passage texts (cosine/mse objectives), and evaluation adds a student-queries × teacher-documents row.

@@ -188,7 +188,8 @@ def model_card(params: Params, summary: dict) -> str:
     prompts = params.student.prompts
     template = Template(files("distill").joinpath("templates/model_card.md").read_text(encoding="utf-8"))
     return template.substitute(
-        summary,
+        {**summary, "final_eval_loss": "none (no text objective)" if summary["final_eval_loss"] is None
+         else summary["final_eval_loss"]},
         teacher=params.teacher.model,
         teacher_prompts=json.dumps(params.teacher.prompts),
         student=describe(params),
@@ -345,7 +346,9 @@ def run(params: Params) -> Path:
     if not trainer.is_world_process_zero():
         return Path(params.paths.student)  # rank 0 writes the student and the curves
     train_curve, eval_curve = _loss_curves(trainer.state.log_history)
-    final_eval = float(eval_curve["eval_loss"].iloc[-1]) if len(eval_curve) else float("nan")
+    # A held-out loss needs a text objective (held-out texts have labels; held-out queries have no mined
+    # candidates): without one there is none, and the record says so rather than NaN.
+    final_eval = round(float(eval_curve["eval_loss"].iloc[-1]), 6) if len(eval_curve) else None
     train_documents = sorted(train_frame["doc_id"].astype(str).unique())
     summary = {
         "teacher": params.teacher.model,
@@ -358,7 +361,7 @@ def run(params: Params) -> Path:
         "matryoshka_dims": config.matryoshka_dims,
         "train_documents": len(train_documents),
         "corpus_sha256": corpus_sha256(corpus),
-        "final_eval_loss": round(final_eval, 6),
+        "final_eval_loss": final_eval,
         "pca": PCA_FILE if pca is not None else None,
     }
 
@@ -374,5 +377,6 @@ def run(params: Params) -> Path:
     with atomic_dir(plots) as staging:
         train_curve.to_csv(staging / "train_loss.csv", index=False)
         eval_curve.to_csv(staging / "eval_loss.csv", index=False)
-    log.info("student saved to %s (%s space, final held-out loss %.5f)", target, target_space, final_eval)
+    log.info("student saved to %s (%s space, final held-out loss %s)", target, target_space,
+             "none: no text objective" if final_eval is None else f"{final_eval:.5f}")
     return target
