@@ -76,6 +76,17 @@ def write_tiny_params(root: Path, **sections) -> Path:
     return path
 
 
+def labelled_tiny_project(root: Path, **sections) -> Path:
+    """``root/params.yaml`` (see :func:`write_tiny_params`), prepared and labelled in-process."""
+    from distill import label, prepare
+
+    params_file = write_tiny_params(root, **sections)
+    params = load_params(params_file)
+    prepare.run(params)
+    label.run(params)
+    return params_file
+
+
 @pytest.fixture(scope="session")
 def minilm():
     from distill.models import load_model

@@ -18,13 +18,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from distill import label, prepare
 from distill.__main__ import main
 from distill.cache import KEY_BYTES
 from distill.config import load_params
 from distill.encoding import teacher_encoder
 from distill.models import resolve_model
-from tests.conftest import write_tiny_params
+from tests.conftest import labelled_tiny_project
 from tests.tiny_models import tiny_bert_embedder
 
 LATIN1 = "caf\xe9 au lait".encode("latin-1")
@@ -35,11 +34,7 @@ NAN_STS = b"g\tf\t2012\t1\tnan\tA sentence.\tAnother one.\n"
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
     """A tiny project after prepare and label; its params.yaml is the tiny config."""
-    root = tmp_path_factory.mktemp("bad-inputs")
-    params = load_params(write_tiny_params(root))
-    prepare.run(params)
-    label.run(params)
-    return root
+    return labelled_tiny_project(tmp_path_factory.mktemp("bad-inputs")).parent
 
 
 def snapshot(root: Path) -> dict[str, str]:

@@ -16,12 +16,11 @@ import pytest
 from prefect.testing.utilities import prefect_test_harness
 
 from distill import label, prepare
-from distill.cache import EmbeddingCache
 from distill.cluster import dask_client, label_on_client, missing_slices
 from distill.config import ClusterConfig, load_params
 from distill.encoding import teacher_encoder
 from distill.errors import DataError
-from tests.conftest import ROOT, write_tiny_params
+from tests.conftest import ROOT, labelled_tiny_project, write_tiny_params
 
 sys.path.insert(0, str(ROOT / "flows"))
 from distill_pipeline import label_on_cluster  # noqa: E402
@@ -43,10 +42,7 @@ def shard_rows(directory: Path) -> dict[bytes, np.ndarray]:
 @pytest.fixture(scope="module")
 def single_process(tmp_path_factory):
     """The tiny project labelled in one process: (params, {namespace dir name: rows})."""
-    root = tmp_path_factory.mktemp("one-process")
-    params = load_params(write_tiny_params(root))
-    prepare.run(params)
-    label.run(params)
+    params = load_params(labelled_tiny_project(tmp_path_factory.mktemp("one-process")))
     caches = Path(params.paths.teacher_cache)
     return params, {d.name: shard_rows(d) for d in caches.iterdir() if d.is_dir()}
 

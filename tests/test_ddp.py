@@ -18,12 +18,11 @@ import pandas as pd
 import pytest
 from sentence_transformers import SentenceTransformer
 
-from distill import label, prepare
 from distill.__main__ import main
 from distill.config import load_params
 from distill.models import resolve_model
 from distill.readers import load_corpus
-from tests.conftest import write_tiny_params
+from tests.conftest import labelled_tiny_project
 
 pytestmark = pytest.mark.slow
 
@@ -42,10 +41,7 @@ def labelled(tmp_path_factory) -> Path:
     config = json.loads((student / "config.json").read_text())
     config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     (student / "config.json").write_text(json.dumps(config))
-    params = load_params(write_tiny_params(root, student={"model": str(student)}))
-    prepare.run(params)
-    label.run(params)
-    return root
+    return labelled_tiny_project(root, student={"model": str(student)}).parent
 
 
 def train(root: Path, name: str, processes: int, batch_size: int) -> pd.DataFrame:

@@ -24,10 +24,10 @@ import pytest
 from mlflow.tracking import MlflowClient
 from safetensors.numpy import load_file
 
-from distill import evaluate, label, prepare, train
+from distill import evaluate, prepare, train
 from distill.config import load_params
 from distill.io import read_json
-from tests.conftest import ROOT, write_tiny_params
+from tests.conftest import ROOT, labelled_tiny_project, write_tiny_params
 
 pytestmark = pytest.mark.slow
 
@@ -37,11 +37,7 @@ DEADLINE = 600
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
     """The tiny project, prepared and labelled; the tests below take it through the later steps."""
-    root = tmp_path_factory.mktemp("faults")
-    params = load_params(write_tiny_params(root))
-    prepare.run(params)
-    label.run(params)
-    return root
+    return labelled_tiny_project(tmp_path_factory.mktemp("faults")).parent
 
 
 def kill_when(step: str, params_file: Path, ready: Callable[[str], bool], *overrides: str) -> None:

@@ -238,16 +238,9 @@ class EmbeddingCache:
             self.stats.encode_seconds += time.perf_counter() - start
         return len(todo)
 
-    def fill(
-        self,
-        texts: Sequence[str],
-        encode: Callable[[list[str], Callable[[int], None]], np.ndarray],
-        shard_size: int,
-        desc: str = "encoding",
-        show_progress: bool = True,
-    ) -> np.ndarray:
-        """:meth:`fill_missing`, then the embeddings of all ``texts``."""
-        self.fill_missing(texts, encode, shard_size, desc, show_progress)
+    def fill(self, texts: Sequence[str], *args, **kwargs) -> np.ndarray:
+        """:meth:`fill_missing` (same arguments), then the embeddings of all ``texts``."""
+        self.fill_missing(texts, *args, **kwargs)
         return self.get(texts)
 
 
