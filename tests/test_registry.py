@@ -58,7 +58,7 @@ def test_real_pipeline_is_gated_on_its_bootstrap_interval(workspace):
     run = client.get_run(result.run_id)
     assert run.data.metrics[metric_key("student/mean_score")] == pytest.approx(flat["student/mean_score"])
     assert run.data.tags["eval/spec"] == flat["eval/spec"]
-    assert run.data.params["train.objectives.similarity"] == "1.0"
+    assert run.data.params["train.objectives.margin_mse"] == "1.0" and run.data.params["mining.negatives"] == "3"
     artifacts = {a.path for folder in ("report", "plots") for a in client.list_artifacts(result.run_id, folder)}
     assert {"report/report.md", "report/eval.json", f"report/{PER_ITEM_FILE}", "plots/speed_quality.png"} <= artifacts
     assert client.get_metric_history(result.run_id, "train/loss")
