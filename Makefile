@@ -71,6 +71,7 @@ bench: setup
 	$(PY) bench/quality.py
 	$(PY) bench/label_throughput.py
 	$(PY) bench/label_memory.py
+	$(PY) bench/label_dask.py
 
 clean:
 	rm -rf data models metrics reports plots dvc.lock
