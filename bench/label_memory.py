@@ -23,7 +23,7 @@ from pathlib import Path
 
 import yaml
 
-from distill.prepare import bbc_dir
+from distill.readers import bbc_dir
 from quality import provenance  # bench/quality.py: the script's folder is on sys.path
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -5,7 +5,8 @@ import pytest
 
 from distill.config import CorpusConfig, params_from_dict
 from distill.errors import DataError
-from distill.prepare import build_corpus, run, split_passages, split_sentences
+from distill.prepare import build_corpus, run
+from distill.text import split_passages, split_sentences
 from distill.readers import load_corpus
 
 

@@ -7,7 +7,8 @@ import pytest
 from distill.config import CorpusConfig, MiningConfig, ParamsError, params_from_dict
 from distill.errors import DataError
 from distill.mining import mine_candidates, rank_passages
-from distill.prepare import build_corpus, build_queries, match_key, split_sentences
+from distill.prepare import build_corpus, build_queries, match_key
+from distill.text import split_sentences
 
 
 def bbc_corpus(**queries):

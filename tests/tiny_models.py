@@ -17,7 +17,7 @@ from transformers import (
     Qwen2Model,
 )
 
-from distill.prepare import bbc_dir
+from distill.readers import bbc_dir
 
 SPECIALS = ["<pad>", "<unk>", "<eos>"]
 

