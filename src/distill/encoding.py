@@ -12,7 +12,7 @@ import numpy as np
 from sentence_transformers import SentenceTransformer
 
 from distill.cache import EmbeddingCache, namespace_key
-from distill.config import Params
+from distill.config import ChunkingConfig, Params
 from distill.models import fingerprint, load_model
 from distill.prompts import prompt_for
 
@@ -37,6 +37,8 @@ class Encoder:
     token_budget: int | None = None
     # Read-only caches consulted first (the evaluation teacher reads the label cache).
     fallback_roots: tuple[Path, ...] = ()
+    # Texts longer than the model reads: chunk-and-pool (teacher.chunking); None truncates them.
+    chunking: ChunkingConfig | None = None
     show_progress: bool = True
     _caches: dict[str, EmbeddingCache] = field(default_factory=dict, init=False, repr=False)
 
@@ -111,7 +113,42 @@ class Encoder:
         return out
 
     def encode(self, texts: list[str], text_type: str, desc: str | None = None) -> np.ndarray:
-        """Embeddings for ``texts`` as float32; only texts missing from every cache are encoded."""
+        """Embeddings for ``texts`` as float32; only texts missing from every cache are encoded. With
+        ``chunking``, a text longer than the model reads is the token-weighted mean of its windows'
+        embeddings, re-normalised; the windows are cached like any text."""
+        if self.chunking is None:
+            return self._encode_cached(texts, text_type, desc)
+        windows = [self.windows(text, text_type) for text in texts]
+        units = list(dict.fromkeys(w for spans in windows for w, _ in spans))
+        row = {unit: i for i, unit in enumerate(units)}
+        embeddings = self._encode_cached(units, text_type, desc)
+        out = np.empty((len(texts), embeddings.shape[1]), dtype=np.float32)
+        for i, spans in enumerate(windows):
+            weights = np.array([w for _, w in spans], dtype=np.float64)
+            pooled = (weights[:, None] * embeddings[[row[u] for u, _ in spans]]).sum(axis=0) / weights.sum()
+            out[i] = pooled / max(np.linalg.norm(pooled), 1e-12) if self.normalize else pooled
+        return out
+
+    def windows(self, text: str, text_type: str) -> list[tuple[str, int]]:
+        """``(window text, token count)``: the whole text when the model reads all of it, else windows
+        of ``chunking.tokens`` tokens overlapping by ``chunking.overlap``, cut at token offsets."""
+        tokenizer = self.model.tokenizer
+        encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        offsets = encoded["offset_mapping"]
+        room = self.model.max_seq_length - len(tokenizer(prompt_for(self.prompts, text_type))["input_ids"])
+        if len(offsets) <= room:
+            return [(text, max(len(offsets), 1))]
+        size = min(self.chunking.tokens, room)
+        stride = size - min(self.chunking.overlap, size - 1)
+        spans = []
+        for start in range(0, len(offsets), stride):
+            end = min(start + size, len(offsets))
+            spans.append((text[offsets[start][0]: offsets[end - 1][1]], end - start))
+            if end == len(offsets):
+                break
+        return spans
+
+    def _encode_cached(self, texts: list[str], text_type: str, desc: str | None = None) -> np.ndarray:
         for root in self.fallback_roots:
             fallback = self.cache(text_type, root)
             if len(fallback) and not fallback.missing(texts):
@@ -168,4 +205,5 @@ def teacher_encoder(params: Params, cache_root: str | Path) -> Encoder:
         batch_size=teacher.batch_size,
         token_budget=teacher.token_budget,
         shard_size=teacher.shard_size,
+        chunking=teacher.chunking,
     )

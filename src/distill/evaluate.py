@@ -109,23 +109,24 @@ def run(params: Params) -> dict[str, float | str]:
     corpus = load_corpus(params.paths.prepared)
     heldout = corpus[corpus["split"] == "heldout"]
     text_type = params.corpus.text_type
-    evaluators = load_evaluators(params.eval.sets, heldout, params.seed, text_type)
-    watched = Path(params.paths.eval_data).resolve()
-    unwatched = [str(p) for e in evaluators for p in e.data_files() if not p.resolve().is_relative_to(watched)]
-    if unwatched:
-        log.warning("evaluation files outside paths.eval_data (%s), whose changes DVC cannot see: %s",
-                    params.paths.eval_data, unwatched)
     student_path = Path(params.paths.student)
     if not (student_path / "modules.json").is_file():
         raise DataError(f"{student_path} holds no trained student: run the train step first")
     cache_root = Path(params.paths.eval_cache)
     teacher = teacher_encoder(params, cache_root)
     teacher.fallback_roots = (Path(params.paths.teacher_cache),)  # held-out texts were labelled already
+    baseline = base_student(params, teacher.model)
+    evaluators = load_evaluators(params.eval.sets, heldout, params.seed, text_type, tokenizer=baseline.tokenizer)
+    watched = Path(params.paths.eval_data).resolve()
+    unwatched = [str(p) for e in evaluators for p in e.data_files() if not p.resolve().is_relative_to(watched)]
+    if unwatched:
+        log.warning("evaluation files outside paths.eval_data (%s), whose changes DVC cannot see: %s",
+                    params.paths.eval_data, unwatched)
     student_kwargs = dict(cache_root=cache_root, prompts=params.student.prompts, normalize=True,
-                          batch_size=params.eval.batch_size)
+                          batch_size=params.eval.batch_size, token_budget=params.eval.token_budget)
     encoders = {
         "teacher": teacher,
-        "baseline": Encoder(model=base_student(params, teacher.model), name="baseline", **student_kwargs),
+        "baseline": Encoder(model=baseline, name="baseline", **student_kwargs),
         "student": Encoder(model=load_model(str(student_path), field="paths.student"), name="student", **student_kwargs),
     }
     spaces = {

@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import random
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,10 +28,11 @@ import pandas as pd
 import pytrec_eval
 
 from distill import metrics
-from distill.config import EvalSet, FidelitySet, LabelledSet, RetrievalSet, StsSet, is_quality_set
+from distill.config import EvalSet, FidelitySet, LabelledSet, LongSet, RetrievalSet, StsSet, is_quality_set
 from distill.encoding import Encoder
 from distill.errors import DataError
-from distill.readers import check_utf8, load_table, read_stsb_pairs
+from distill.longdocs import LongDocument, TokenCounter, documents_at_length, filler_sentences, needles, pass_keys
+from distill.readers import bbc_articles, check_utf8, load_table, read_stsb_pairs
 from distill.sampling import seeded_fraction, spread_sample
 
 Items = dict[str, np.ndarray]
@@ -295,6 +297,73 @@ class ClusteringEvaluator(LabelledEvaluator):
         return metrics.v_measure(items["label"][index], items["cluster"][index])
 
 
+class LongDocumentEvaluator(Evaluator):
+    """LongEmbed-style sets (``passkey``, ``needle``, ``long_retrieval``; see :class:`LongSet`) at each
+    configured length: every query against the documents of its length, one relevant each. Scores per
+    length (``len<L>/ndcg@1``, ``len<L>/ndcg@10``) and over all lengths (``ndcg@1``, ``ndcg@10``) by
+    trec_eval; the per-item scores are one per query and length. Documents are built to a length in
+    the *student's* tokens (``tokenizer``), so a truncating student sees exactly that many."""
+
+    uses_heldout = True
+    measures: ClassVar[dict[str, str]] = {"ndcg@1": "ndcg_cut_1", "ndcg@10": "ndcg_cut_10"}
+
+    def __init__(self, spec: LongSet, by_length: dict[int, list[LongDocument]]) -> None:
+        super().__init__(spec)
+        self.by_length = by_length
+
+    @classmethod
+    def load(cls, spec, heldout, seed, text_type, tokenizer=None):
+        if tokenizer is None:
+            raise ValueError("long-document sets are built in a student's tokens: pass its tokenizer")
+        if heldout is None or not len(heldout):
+            raise DataError(f"eval set {spec.name}: needs a held-out corpus (filler text)")
+        rng = random.Random(f"{seed}/{spec.name}")
+        if spec.type == "long_retrieval":
+            held = set(heldout.loc[heldout["source"] == "bbc", "doc_id"].astype(str))
+            articles = [a for a in bbc_articles() if a.doc_id in held and a.title]
+            if len(articles) < spec.documents + 10:
+                raise DataError(
+                    f"eval set {spec.name}: {spec.documents} documents need at least {spec.documents + 10} held-out "
+                    f"BBC articles (targets plus distractor text), found {len(articles)}: lower documents or add "
+                    "bbc articles (corpus.max_texts, corpus.heldout_fraction)")
+            rng.shuffle(articles)
+            targets = [(" ".join(a.body.split()), a.title) for a in articles[: spec.documents]]
+            filler = filler_sentences([a.body for a in articles[spec.documents:]])
+        else:
+            make = pass_keys if spec.type == "passkey" else needles
+            targets = make(spec.documents, rng)
+            filler = filler_sentences(heldout["text"].tolist())
+        count = TokenCounter(tokenizer)
+        return cls(spec, {n: documents_at_length(targets, filler, n, count, seed) for n in spec.lengths})
+
+    def texts(self):
+        return [t for docs in self.by_length.values() for d in docs for t in (d.query, d.text)]
+
+    def __call__(self, encoder, reference=None, to_reference_space=None):
+        scores: dict[str, float] = {}
+        per_item: dict[str, list[np.ndarray]] = {name: [] for name in self.measures}
+        for length, docs in self.by_length.items():
+            queries = encoder.encode([d.query for d in docs], "query", desc=f"{encoder.name} {self.name}@{length} queries")
+            documents = encoder.encode([d.text for d in docs], "passage",
+                                       desc=f"{encoder.name} {self.name}@{length} documents")
+            ranked, similarity = metrics.top_k(queries, documents, k=10)
+            run = {str(q): {str(d): float(v) for d, v in zip(ranked[q], similarity[q])} for q in range(len(docs))}
+            qrels = {str(q): {str(q): 1} for q in range(len(docs))}
+            evaluated = pytrec_eval.RelevanceEvaluator(qrels, set(self.measures.values())).evaluate(run)
+            for name, measure in self.measures.items():
+                values = np.array([evaluated[str(q)][measure] for q in range(len(docs))])
+                per_item[name].append(values)
+                scores[f"len{length}/{name}"] = float(values.mean() * 100)
+        items = {name: np.concatenate(values) for name, values in per_item.items()}
+        items["primary"] = items[self.primary_metric]
+        scores.update({name: float(values.mean() * 100) for name, values in items.items() if name in self.measures})
+        return SetResult(scores, items)
+
+    @staticmethod
+    def primary_on(items, index):
+        return float(items["primary"][index].mean() * 100)
+
+
 class FidelityEvaluator(Evaluator):
     """How closely a model's pairwise similarities of held-out texts follow the teacher's (Spearman
     ×100, any dimensions), and the mean cosine to the teacher where the model shares its space."""
@@ -341,12 +410,19 @@ EVALUATORS: dict[str, type[Evaluator]] = {
     "classification": ClassificationEvaluator,
     "clustering": ClusteringEvaluator,
     "fidelity": FidelityEvaluator,
+    "passkey": LongDocumentEvaluator,
+    "needle": LongDocumentEvaluator,
+    "long_retrieval": LongDocumentEvaluator,
 }
 
 
-def load_evaluators(specs: list[EvalSet], heldout: pd.DataFrame, seed: int, text_type: str) -> list[Evaluator]:
-    """Load every configured set before any model runs, so bad input fails fast."""
-    return [EVALUATORS[spec.type].load(spec, heldout, seed, text_type) for spec in specs]
+def load_evaluators(specs: list[EvalSet], heldout: pd.DataFrame, seed: int, text_type: str,
+                    tokenizer=None) -> list[Evaluator]:
+    """Load every configured set before any model runs, so bad input fails fast. ``tokenizer`` (the
+    student's) measures the long-document sets' lengths."""
+    return [EVALUATORS[spec.type].load(spec, heldout, seed, text_type,
+                                       **({"tokenizer": tokenizer} if isinstance(spec, LongSet) else {}))
+            for spec in specs]
 
 
 def file_evaluators(specs: list[EvalSet], seed: int, text_type: str) -> list[Evaluator]:

@@ -10,6 +10,9 @@ LLM embedder). Then each training query gets a positive and hard negatives from 
 ranking of the training passages (:mod:`distill.mining`), scored by ``mining.scorer``: the teacher's
 cosines, or a reranker whose scores are cached too (:mod:`distill.scoring`).
 
+With ``corpus.long_documents``, the long training documents (chunk-pooled with ``teacher.chunking``:
+their windows are cached) and their queries are labelled too.
+
 Outputs: the cache under ``paths.teacher_cache`` and ``<paths.mined>/candidates.parquet`` with
 ``summary.json``.
 """
@@ -26,7 +29,7 @@ from distill.config import BiEncoderScorer, Params
 from distill.encoding import Encoder, teacher_encoder
 from distill.io import atomic_dir, write_json
 from distill.mining import CANDIDATE_COLUMNS, mine_candidates
-from distill.readers import CANDIDATES_FILE, SUMMARY_FILE, load_corpus, load_queries
+from distill.readers import CANDIDATES_FILE, SUMMARY_FILE, load_corpus, load_long_documents, load_queries
 from distill.scoring import cached_scores, load_reranker
 
 log = logging.getLogger(__name__)
@@ -53,6 +56,14 @@ def run(params: Params, encoder: Encoder | None = None) -> None:
         cache.refresh()  # shards the cluster's workers wrote
         cache.fill_missing(texts, lambda chunk, on_batch, kind=kind: encoder.budget_encode(chunk, kind, on_batch),
                            shard_size=encoder.shard_size, desc=desc, show_progress=encoder.show_progress)
+    if params.corpus.long_documents is not None:
+        long_documents = load_long_documents(params.paths.prepared)
+        if encoder.chunking is None and long_documents["tokens"].max() > encoder.model.max_seq_length:
+            log.warning("long documents of up to %d tokens and a teacher reading %d without teacher.chunking: the "
+                        "teacher's targets see only each document's start", long_documents["tokens"].max(),
+                        encoder.model.max_seq_length)
+        encoder.encode(long_documents["query"].tolist(), "query", desc="teacher long-document queries")
+        encoder.encode(long_documents["text"].tolist(), text_type, desc="teacher long documents")
     cache = encoder.cache(text_type)
     log.info(
         "teacher labels: %d texts, %d cached, %d encoded in this process in %.1fs, stored in %s",

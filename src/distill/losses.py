@@ -70,6 +70,27 @@ class InBatchSimilarityLoss(_JasperLoss):
 
 
 
+class QueryDocumentSimilarityLoss(_JasperLoss):
+    """MSE between the student's and the teacher's in-batch query × document and document × document
+    cosine matrices: :class:`InBatchSimilarityLoss` across two columns, for long documents whose
+    teacher embeddings are chunk-pooled. The student keeps its own space (no projection), and learns
+    to place a long document where the teacher puts it relative to the queries that find it and to
+    the batch's other documents. The relation-matching idea is RKD's (Park et al., 2019,
+    https://arxiv.org/abs/1904.05068); long-document targets from the pooled teacher as in LongEmbed
+    (https://arxiv.org/abs/2404.12096).
+
+    Inputs: ``(query, document)`` columns; labels ``(batch, 2 * teacher_dim)``: the teacher's query
+    embedding, then its document embedding. Student outputs ``(batch, any_dim)``; the loss compares
+    ``(batch, batch)`` matrices.
+    """
+
+    def compute_loss_from_embeddings(self, embeddings: list[Tensor], labels: Tensor) -> Tensor:
+        query, document = (F.normalize(e, dim=-1) for e in embeddings)
+        teacher_query, teacher_document = (F.normalize(t, dim=-1) for t in labels.to(query.dtype).chunk(2, dim=1))
+        return (F.mse_loss(query @ document.T, teacher_query @ teacher_document.T)
+                + F.mse_loss(document @ document.T, teacher_document @ teacher_document.T))
+
+
 class RelativeSimilarityLoss(_JasperLoss):
     """Pairwise rank term: wherever the teacher scores candidate ``i`` above ``j`` for a query, the
     student's cosine for ``i`` should beat ``j``'s by ``margin`` (hinge). The relative similarity

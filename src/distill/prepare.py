@@ -10,6 +10,7 @@ evaluations; no held-out text or title is trained on.
 from __future__ import annotations
 
 import logging
+import random
 import re
 import unicodedata
 from collections.abc import Iterator
@@ -27,6 +28,7 @@ from distill.config import (
     HubQueries,
     HubSource,
     InverseClozeQueries,
+    LongDocumentsConfig,
     Params,
     StsbSource,
     TitleQueries,
@@ -34,7 +36,9 @@ from distill.config import (
 from distill.errors import DataError
 from distill.evaluation import file_evaluators
 from distill.io import atomic_dir, write_json
+from distill.longdocs import TokenCounter, embed, filler_sentences
 from distill.readers import (
+    LONG_DOCUMENTS_FILE,
     bbc_articles,
     CORPUS_FILE,
     QUERIES_FILE,
@@ -46,6 +50,7 @@ from distill.readers import (
     read_utf8,
 )
 from distill.sampling import seeded_fraction
+from distill.student import base_student
 from distill.text import split_passages, split_sentences
 
 log = logging.getLogger(__name__)
@@ -276,6 +281,35 @@ def build_queries(corpus: pd.DataFrame, config: CorpusConfig, seed: int, exclude
     return pd.DataFrame(kept, columns=QUERY_COLUMNS), dropped
 
 
+LONG_COLUMNS = ["query", "text", "doc_id", "tokens"]
+
+
+def build_long_documents(corpus: pd.DataFrame, config: LongDocumentsConfig, tokenizer, seed: int,
+                         excluded: set[str] = frozenset()) -> pd.DataFrame:
+    """``config.documents`` long documents from whole *training* BBC articles: each article at a random
+    position among sentences of other training articles, ``min_tokens``..``max_tokens`` student tokens,
+    with its headline as the query. Articles holding an evaluation text are left out."""
+    train_ids = set(corpus.loc[(corpus["split"] == "train") & (corpus["source"] == "bbc"), "doc_id"].astype(str))
+    articles = [a for a in bbc_articles() if a.doc_id in train_ids and a.title
+                and not any(match_key(s) in excluded for s in split_sentences(a.body))]
+    if len(articles) < 2:
+        raise DataError(f"corpus.long_documents needs at least 2 training BBC articles with headlines, found "
+                        f"{len(articles)}: add a bbc source to corpus.sources")
+    count = TokenCounter(tokenizer)
+    rng = random.Random(f"{seed}/long_documents")
+    sentences = [(s, i) for i, a in enumerate(articles) for s in filler_sentences([a.body])]
+    order = rng.sample(range(len(articles)), len(articles))
+    rows = []
+    for n in range(config.documents):
+        index = order[n % len(articles)]
+        article = articles[index]
+        filler = [s for s, owner in sentences if owner != index]
+        length = rng.randint(config.min_tokens, config.max_tokens)
+        document = embed(_WHITESPACE.sub(" ", article.body).strip(), filler, length, count, rng)
+        rows.append({"query": article.title, "text": document.text, "doc_id": article.doc_id, "tokens": document.tokens})
+    return pd.DataFrame(rows, columns=LONG_COLUMNS)
+
+
 def run(params: Params) -> Path:
     """Build the prepared corpus and write it atomically to ``paths.prepared``.
 
@@ -288,10 +322,17 @@ def run(params: Params) -> Path:
     excluded = {match_key(text) for evaluator in evaluators for text in evaluator.texts()}
     frame, dropped = build_corpus(params.corpus, params.seed, excluded)
     queries, dropped_queries = build_queries(frame, params.corpus, params.seed, excluded)
+    long_documents = None
+    if params.corpus.long_documents is not None:
+        # Lengths are counted in the tokens the student will read.
+        long_documents = build_long_documents(frame, params.corpus.long_documents, base_student(params).tokenizer,
+                                              params.seed, excluded)
     target = Path(params.paths.prepared)
     with atomic_dir(target) as staging:
         frame.to_parquet(staging / CORPUS_FILE, index=False)
         queries.to_parquet(staging / QUERIES_FILE, index=False)
+        if long_documents is not None:
+            long_documents.to_parquet(staging / LONG_DOCUMENTS_FILE, index=False)
         counts = frame.groupby("split").agg(texts=("text", "size"), documents=("doc_id", "nunique"))
         summary = {split: {k: int(v) for k, v in row.items()} for split, row in counts.to_dict("index").items()}
         summary["queries"] = {kind: int(n) for kind, n in queries["kind"].value_counts().sort_index().items()}
@@ -301,6 +342,9 @@ def run(params: Params) -> Path:
             "evaluation_texts": len(excluded),
             "sets": [e.name for e in evaluators],
         }
+        if long_documents is not None:
+            summary["long_documents"] = {"documents": len(long_documents),
+                                         "mean_tokens": round(float(long_documents["tokens"].mean()), 1)}
         summary["corpus_sha256"] = corpus_sha256(frame)
         write_json(staging / SUMMARY_FILE, summary)
     log.info(

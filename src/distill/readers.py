@@ -20,6 +20,7 @@ CORPUS_FILE = "corpus.parquet"
 QUERIES_FILE = "queries.parquet"
 SUMMARY_FILE = "summary.json"
 CANDIDATES_FILE = "candidates.parquet"
+LONG_DOCUMENTS_FILE = "long_documents.parquet"
 
 
 def utf8_error(path: Path, byte: int) -> DataError:
@@ -152,6 +153,15 @@ def load_queries(prepared_dir: str | Path) -> pd.DataFrame:
     path = Path(prepared_dir) / QUERIES_FILE
     if not path.is_file():
         raise DataError(f"{path} does not exist: run the prepare step first (python -m distill prepare)")
+    return pd.read_parquet(path)
+
+
+def load_long_documents(prepared_dir: str | Path) -> pd.DataFrame:
+    """Long training documents: columns ``query, text, doc_id, tokens`` (corpus.long_documents)."""
+    path = Path(prepared_dir) / LONG_DOCUMENTS_FILE
+    if not path.is_file():
+        raise DataError(f"{path} does not exist: set corpus.long_documents and run the prepare step "
+                        "(python -m distill prepare)")
     return pd.read_parquet(path)
 
 

@@ -13,6 +13,7 @@ from sentence_transformers.models import Dense, Normalize
 
 from distill.config import Params
 from distill.models import load_model, prune_layers
+from distill.positions import native_length
 from distill.prompts import set_student_prompts
 
 DISTILLATION_FILE = "distillation.json"
@@ -43,7 +44,9 @@ def base_student(params: Params, teacher: SentenceTransformer | None = None) -> 
             trust_remote_code=student.trust_remote_code,
         )
     if student.max_seq_length is not None:
-        model.max_seq_length = student.max_seq_length
+        # A student configured longer than its positions (extended only after training) reads what it
+        # can and truncates the rest, as the undistilled model does.
+        model.max_seq_length = min(student.max_seq_length, native_length(model))
     set_student_prompts(model, student.prompts)
     return model
 

@@ -51,8 +51,9 @@ from distill.encoding import teacher_encoder
 from distill.errors import DataError
 from distill.io import atomic_dir, write_json
 from distill.lock import holder_env
-from distill.losses import InBatchSimilarityLoss, RelativeSimilarityLoss, WeightedSumLoss
-from distill.readers import corpus_sha256, load_candidates, load_corpus, load_queries
+from distill.losses import InBatchSimilarityLoss, QueryDocumentSimilarityLoss, RelativeSimilarityLoss, WeightedSumLoss
+from distill.positions import extend_positions, train_everything, train_only_new_positions
+from distill.readers import corpus_sha256, load_candidates, load_corpus, load_long_documents, load_queries
 from distill.sampling import spread_sample
 from distill.student import DISTILLATION_FILE, PCA_FILE, add_projection, base_student, describe
 
@@ -136,11 +137,15 @@ def candidate_dataset(candidates: pd.DataFrame) -> Dataset:
     return Dataset.from_dict(columns)
 
 
-def batch_sampler(candidate_batch_size: int):
+def batch_sampler(candidate_batch_size: int, long_lengths: list[int] | None = None, token_budget: int | None = None):
     """The trainer's batch sampler with a batch size per dataset: candidate rows carry a query and all
-    its passages, so they come ``candidate_batch_size`` at a time; texts come ``batch_size`` at a time."""
+    its passages, so they come ``candidate_batch_size`` at a time; texts come ``batch_size`` at a time;
+    long documents (of ``long_lengths`` tokens) come ``token_budget`` padded tokens at a time."""
 
     def make(dataset: Dataset, batch_size: int, drop_last: bool, valid_label_columns=None, generator=None, seed=0):
+        if "document" in dataset.column_names:
+            return TokenBudgetBatchSampler(dataset, long_lengths, token_budget, valid_label_columns=valid_label_columns,
+                                           generator=generator, seed=seed)
         if "positive" in dataset.column_names:
             batch_size = candidate_batch_size
         # What the trainer's default (BatchSamplers.BATCH_SAMPLER) builds, at this dataset's size.
@@ -182,6 +187,126 @@ def _loss_curves(log_history: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
     # One eval dataset (held-out texts) named "texts": the trainer logs its loss as eval_texts_loss.
     evals = [{"step": h["step"], "eval_loss": h["eval_texts_loss"]} for h in log_history if "eval_texts_loss" in h]
     return pd.DataFrame(train, columns=["step", "loss"]), pd.DataFrame(evals, columns=["step", "eval_loss"])
+
+
+class TokenBudgetBatchSampler(DefaultBatchSampler):
+    """Batches of up to ``token_budget`` padded tokens: rows sorted by length are packed greedily (so a
+    batch pads little and the batch count is fixed), and the batches come in a new random order each
+    epoch. Long documents go a few at a time, short ones many at a time."""
+
+    def __init__(self, dataset: Dataset, lengths: list[int], token_budget: int, valid_label_columns=None,
+                 generator=None, seed: int = 0) -> None:
+        super().__init__(dataset, batch_size=1, drop_last=False, valid_label_columns=valid_label_columns,
+                         generator=generator, seed=seed)
+        self.batches: list[list[int]] = [[]]
+        for index in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+            if self.batches[-1] and (len(self.batches[-1]) + 1) * lengths[self.batches[-1][0]] > token_budget:
+                self.batches.append([])
+            self.batches[-1].append(index)
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed + getattr(self, "epoch", 0))
+        for batch in torch.randperm(len(self.batches), generator=generator).tolist():
+            yield self.batches[batch]
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+def long_training_targets(params: Params, teacher) -> tuple[pd.DataFrame, np.ndarray]:
+    """The long training documents and their labels ``(rows, 2 * teacher_dim)``: the teacher's query
+    embedding, then its (chunk-pooled) document embedding, both from the label cache."""
+    frame = load_long_documents(params.paths.prepared)
+    before = teacher.misses
+    queries = teacher.encode(frame["query"].tolist(), "query", desc="teacher long-document queries")
+    documents = teacher.encode(frame["text"].tolist(), params.corpus.text_type, desc="teacher long documents")
+    if teacher.misses > before:
+        raise DataError(f"{teacher.misses - before} long-document texts had no teacher label in "
+                        f"{params.paths.teacher_cache}: run the label step first (python -m distill label)")
+    return frame, np.hstack([queries, documents]).astype(np.float32)
+
+
+def train_long(student: SentenceTransformer, params: Params, scratch: str, native: int,
+               targets: tuple[pd.DataFrame, np.ndarray], short_sets: dict[str, Dataset],
+               short_losses: dict[str, torch.nn.Module], short_prompts: dict, offset: int) -> list[dict]:
+    """Long-context tuning (train.long) of the extended student: the new position vectors alone, then
+    optionally everything on long pairs mixed with the short candidate objectives. Returns the log
+    history with steps continuing from ``offset``."""
+    config = params.train.long
+    frame, labels = targets
+    dataset = Dataset.from_dict({"query": frame["query"].tolist(), "document": frame["text"].tolist(),
+                                 "label": labels.tolist()})
+    prompts = params.student.prompts
+    long_sets, long_losses = {"long": dataset}, {"long": QueryDocumentSimilarityLoss(student)}
+    long_prompts = {"long": {"query": prompts.get("query", ""), "document": prompts.get(params.corpus.text_type, "")}}
+    # Padded width: the document plus the tokenizer's special tokens.
+    lengths = [int(n) + 2 for n in frame["tokens"]]
+    history: list[dict] = []
+    stages = [("positions", config.positions_epochs, config.positions_learning_rate, 0.0, {}),
+              ("full", config.full_epochs, params.train.learning_rate, params.train.weight_decay,
+               {k: v for k, v in short_sets.items() if k == "candidates"})]
+    for stage, epochs, learning_rate, weight_decay, mixed in stages:
+        if not epochs:
+            continue
+        hook = train_only_new_positions(student, native, params.student.extend_positions.method) \
+            if stage == "positions" else None
+        log.info("long-context tuning (%s): %d documents, %g epochs, learning rate %g", stage, len(frame), epochs,
+                 learning_rate)
+        trainer = fit(student, params, scratch, {**long_sets, **mixed},
+                      {**long_losses, **{k: short_losses[k] for k in mixed}},
+                      {**long_prompts, **{k: short_prompts[k] for k in mixed if k in short_prompts}},
+                      epochs=epochs, learning_rate=learning_rate, weight_decay=weight_decay, long_lengths=lengths)
+        if hook is not None:
+            hook.remove()
+        train_everything(student)
+        history += [{**h, "step": h["step"] + offset} for h in trainer.state.log_history if "step" in h]
+        offset += trainer.state.global_step
+    return history
+
+
+def fit(student: SentenceTransformer, params: Params, scratch: str, train_sets: dict[str, Dataset],
+        train_losses: dict[str, torch.nn.Module], dataset_prompts: dict, *, epochs: float, learning_rate: float,
+        weight_decay: float, eval_dataset: Dataset | None = None, long_lengths: list[int] | None = None):
+    """One ``SentenceTransformerTrainer`` run over ``train_sets`` (the trainer alternates their batches)."""
+    config = params.train
+    use_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    args = SentenceTransformerTrainingArguments(
+        output_dir=scratch,
+        num_train_epochs=epochs,
+        max_steps=config.max_steps,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size,
+        learning_rate=learning_rate,
+        warmup_steps=config.warmup_ratio,  # a float below 1 is a fraction of all steps
+        weight_decay=weight_decay,
+        seed=params.seed,
+        data_seed=params.seed,
+        bf16=use_bf16,
+        eval_strategy="steps" if eval_dataset is not None else "no",
+        eval_steps=config.eval_steps,
+        logging_steps=config.log_steps,
+        save_strategy="no",
+        report_to="none",
+        # In-batch objectives need whole batches: a last batch of one text compares nothing.
+        dataloader_drop_last=config.uses(("similarity", "mnrl")),
+        prompts=_non_empty(dataset_prompts) or None,
+        batch_sampler=batch_sampler(config.candidate_batch_size, long_lengths,
+                                    config.long.token_budget if config.long else None),
+        disable_tqdm=False,
+        ddp_backend=("nccl" if torch.cuda.is_available() else "gloo") if distributed() else None,
+        use_cpu=not torch.cuda.is_available(),  # accelerate's multi-CPU (gloo) DDP needs it said
+    )
+    trainer = SentenceTransformerTrainer(
+        model=student,
+        args=args,
+        train_dataset=DatasetDict(train_sets),
+        eval_dataset=DatasetDict({"texts": eval_dataset}) if eval_dataset is not None else None,
+        loss=train_losses,
+    )
+    trainer.train()
+    if eval_dataset is not None:
+        trainer.evaluate()  # the held-out loss of the final weights, whatever eval_steps was
+    return trainer
 
 
 def model_card(params: Params, summary: dict) -> str:
@@ -268,6 +393,7 @@ def run(params: Params) -> Path:
                 "(corpus.sources, corpus.max_texts) or set student.target_space: teacher"
             )
         pca = PCA(n_components=student_dim, random_state=params.seed).fit(cache.get(train_texts))
+    long_targets = long_training_targets(params, teacher) if config.long is not None else None
     del teacher  # free the teacher's memory before training
     # Nothing is checkpointed: the final weights are saved below, atomically, and the trainer's
     # scratch folder (with the label datasets) goes with the context.
@@ -307,45 +433,21 @@ def run(params: Params) -> Path:
                                              for column in train_sets["candidates"].column_names if column != "label"}
         _check_whole_batches(config, train_sets)
         evaluated = "texts" in train_sets and bool(eval_texts)
-        use_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-        args = SentenceTransformerTrainingArguments(
-            output_dir=scratch,
-            num_train_epochs=config.epochs,
-            max_steps=config.max_steps,
-            per_device_train_batch_size=config.batch_size,
-            per_device_eval_batch_size=config.batch_size,
-            learning_rate=config.learning_rate,
-            warmup_steps=config.warmup_ratio,  # a float below 1 is a fraction of all steps
-            weight_decay=config.weight_decay,
-            seed=params.seed,
-            data_seed=params.seed,
-            bf16=use_bf16,
-            eval_strategy="steps" if evaluated else "no",
-            eval_steps=config.eval_steps,
-            logging_steps=config.log_steps,
-            save_strategy="no",
-            report_to="none",
-            # In-batch objectives need whole batches: a last batch of one text compares nothing.
-            dataloader_drop_last=config.uses(("similarity", "mnrl")),
-            prompts=_non_empty(dataset_prompts) or None,
-            batch_sampler=batch_sampler(config.candidate_batch_size),
-            disable_tqdm=False,
-            ddp_backend=("nccl" if torch.cuda.is_available() else "gloo") if distributed() else None,
-            use_cpu=not torch.cuda.is_available(),  # accelerate's multi-CPU (gloo) DDP needs it said
-        )
-        trainer = SentenceTransformerTrainer(
-            model=student,
-            args=args,
-            train_dataset=DatasetDict(train_sets),
-            eval_dataset=DatasetDict({"texts": text_dataset(eval_texts, cache)}) if evaluated else None,
-            loss=train_losses,
-        )
-        trainer.train()
-        if evaluated:
-            trainer.evaluate()  # the held-out loss of the final weights, whatever eval_steps was
+        trainer = fit(student, params, scratch, train_sets, train_losses, dataset_prompts,
+                      epochs=config.epochs, learning_rate=config.learning_rate, weight_decay=config.weight_decay,
+                      eval_dataset=text_dataset(eval_texts, cache) if evaluated else None)
+        history = list(trainer.state.log_history)
+        long_summary = None
+        if params.student.extend_positions is not None:
+            native = extend_positions(student, params.student.extend_positions)
+            long_summary = {"native_positions": native, **params.student.extend_positions.model_dump()}
+            if config.long is not None:
+                history += train_long(student, params, scratch, native, long_targets, train_sets, train_losses,
+                                      dataset_prompts, offset=trainer.state.global_step)
+                long_summary["documents"] = len(long_targets[0])
     if not trainer.is_world_process_zero():
         return Path(params.paths.student)  # rank 0 writes the student and the curves
-    train_curve, eval_curve = _loss_curves(trainer.state.log_history)
+    train_curve, eval_curve = _loss_curves(history)
     # A held-out loss needs a text objective (held-out texts have labels; held-out queries have no mined
     # candidates): without one there is none, and the record says so rather than NaN.
     final_eval = round(float(eval_curve["eval_loss"].iloc[-1]), 6) if len(eval_curve) else None
@@ -363,6 +465,8 @@ def run(params: Params) -> Path:
         "corpus_sha256": corpus_sha256(corpus),
         "final_eval_loss": final_eval,
         "pca": PCA_FILE if pca is not None else None,
+        "max_seq_length": student.max_seq_length,
+        "long_context": long_summary,
     }
 
     target = Path(params.paths.student)
