@@ -136,6 +136,19 @@ CASES = {
     "primary_metric_typo": Case(
         "train", r"register\.primary_metric 'topic/accuracy' is not a primary metric.*expected one of",
         lambda i: ["register.primary_metric=topic/accuracy"]),
+    "long_training_without_extension": Case(
+        "train", r"train\.long needs student\.extend_positions",
+        lambda i: ["train.long={positions_epochs: 1}", "corpus.long_documents={documents: 4}"]),
+    "chunk_overlap_not_below_size": Case(
+        "label", r"teacher\.chunking\.overlap \(64\) must be below teacher\.chunking\.tokens \(64\)",
+        lambda i: ["teacher.chunking={tokens: 64, overlap: 64}"]),
+    "extension_shorter_than_the_student": Case(
+        "train", r"student\.extend_positions\.length 256 is not longer than the student's 512 positions",
+        lambda i: ["student.extend_positions={length: 256}", "student.max_seq_length=128"]),
+    "long_set_too_many_articles": Case(
+        "evaluate", r"eval set long: 500 documents need at least 510 held-out BBC articles.*found \d+",
+        lambda i: ["eval.sets=[{name: long, type: long_retrieval, documents: 500, lengths: [128]}]",
+                   "register.primary_metric=long/ndcg@10"]),
     "cluster_address_and_workers": Case(
         "label", r"cluster.*set address .* or n_workers .*not both",
         lambda i: ["cluster.address=tcp://127.0.0.1:8786", "cluster.n_workers=2"]),

@@ -37,3 +37,22 @@ def test_no_prompt_means_no_default_prompt(minilm, tmp_path):
         assert encoder.spec("passage")["prompt"] == ""
     finally:
         minilm.prompts, minilm.default_prompt_name = {}, None
+
+
+def test_chunking_pools_cached_windows_by_token_count(minilm, tmp_path):
+    from distill.config import ChunkingConfig
+
+    long_text = " ".join(f"Sentence number {i} reports on a different market today." for i in range(60))
+    encoder = Encoder(minilm, "teacher", tmp_path, chunking=ChunkingConfig(tokens=48, overlap=8))
+    windows = encoder.windows(long_text, "passage")
+    assert len(windows) > 5 and all(n <= 48 for _, n in windows)
+    assert windows[0][0].startswith("Sentence number 0") and windows[-1][0].endswith("market today.")
+    pooled = encoder.encode([long_text, "a short text"], "passage")
+    assert encoder.misses == len(windows) + 1  # the windows and the short text, nothing else
+    window_embeddings = encoder.encode([w for w, _ in windows], "passage")
+    weights = np.array([n for _, n in windows], dtype=np.float64)
+    expected = (weights[:, None] * window_embeddings).sum(axis=0)
+    np.testing.assert_allclose(pooled[0], expected / np.linalg.norm(expected), atol=1e-5)
+    np.testing.assert_allclose(pooled[1], encoder.raw_encode(["a short text"], "passage")[0], atol=2e-3)
+    encoder.encode([long_text], "passage")
+    assert encoder.misses == len(windows) + 1  # pooling again reads the cached windows

@@ -101,10 +101,7 @@ def _scale_rope(model: SentenceTransformer, length: int, method: str) -> None:
     backbone = _backbone(model)
     config = backbone.config
     native = int(config.max_position_embeddings)
-    rotary = getattr(backbone, "rotary_emb", None)
-    if rotary is None:
-        raise DataError(f"student.extend_positions.method {method!r} scales rotary positions, but the student "
-                        f"({type(backbone).__name__}) has no rotary embedding; use copy_tile, interpolate or grouped")
+    rotary = backbone.rotary_emb
     parameters = dict(getattr(config, "rope_parameters", None) or {})
     parameters.update({"rope_type": method, "factor": length / native, "original_max_position_embeddings": native})
     config.rope_parameters = parameters
@@ -112,21 +109,31 @@ def _scale_rope(model: SentenceTransformer, length: int, method: str) -> None:
     backbone.rotary_emb = type(rotary)(config).to(next(backbone.parameters()).device)
 
 
+def check_extension(model: SentenceTransformer, extension: PositionExtension) -> int:
+    """The student's native length, after checking ``extension`` applies to it (before any training)."""
+    native = native_length(model)
+    if extension.length <= native:
+        raise DataError(f"student.extend_positions.length {extension.length} is not longer than the student's "
+                        f"{native} positions: nothing to extend")
+    if extension.method in ROPE_METHODS:
+        if getattr(_backbone(model), "rotary_emb", None) is None:
+            raise DataError(f"student.extend_positions.method {extension.method!r} scales rotary positions, but the "
+                            f"student ({type(_backbone(model)).__name__}) has no rotary embedding; use copy_tile, "
+                            "interpolate or grouped")
+    elif _position_table(model) is None:
+        raise DataError(f"student.extend_positions.method {extension.method!r} extends a position-embedding table, and "
+                        f"{type(_backbone(model)).__name__} has none (rotary positions?): use linear, dynamic or yarn")
+    return native
+
+
 def extend_positions(model: SentenceTransformer, extension: PositionExtension) -> int:
     """Extend ``model`` in place to ``extension.length`` tokens; returns the native length it had."""
-    native = native_length(model)
+    native = check_extension(model, extension)
     length, method = extension.length, extension.method
-    if length <= native:
-        raise DataError(f"student.extend_positions.length {length} is not longer than the student's "
-                        f"{native} positions: nothing to extend")
-    table = _position_table(model)
     if method in ROPE_METHODS:
         _scale_rope(model, length, method)
-    elif table is None:
-        raise DataError(f"student.extend_positions.method {method!r} extends a position-embedding table, and "
-                        f"{type(_backbone(model)).__name__} has none (rotary positions?): use linear, dynamic or yarn")
     else:
-        _extend_table(model, table, length, method)
+        _extend_table(model, _position_table(model), length, method)
     model.tokenizer.model_max_length = length
     model.max_seq_length = length
     log.info("student positions extended from %d to %d (%s)", native, length, method)

@@ -52,7 +52,7 @@ from distill.errors import DataError
 from distill.io import atomic_dir, write_json
 from distill.lock import holder_env
 from distill.losses import InBatchSimilarityLoss, QueryDocumentSimilarityLoss, RelativeSimilarityLoss, WeightedSumLoss
-from distill.positions import extend_positions, train_everything, train_only_new_positions
+from distill.positions import check_extension, extend_positions, train_everything, train_only_new_positions
 from distill.readers import corpus_sha256, load_candidates, load_corpus, load_long_documents, load_queries
 from distill.sampling import spread_sample
 from distill.student import DISTILLATION_FILE, PCA_FILE, add_projection, base_student, describe
@@ -365,6 +365,8 @@ def run(params: Params) -> Path:
         )
 
     student = base_student(params, teacher.model)
+    if params.student.extend_positions is not None:
+        check_extension(student, params.student.extend_positions)  # before training, not after
     student_dim = student.get_embedding_dimension()
     teacher_dim = cache.dim
     pca = None
