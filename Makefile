@@ -72,6 +72,7 @@ bench: setup
 	$(PY) bench/label_throughput.py
 	$(PY) bench/label_memory.py
 	$(PY) bench/label_dask.py
+	$(PY) bench/long_context.py
 
 clean:
 	rm -rf data models metrics reports plots dvc.lock

@@ -109,9 +109,6 @@ def run(params: Params) -> dict[str, float | str]:
     corpus = load_corpus(params.paths.prepared)
     heldout = corpus[corpus["split"] == "heldout"]
     text_type = params.corpus.text_type
-    student_path = Path(params.paths.student)
-    if not (student_path / "modules.json").is_file():
-        raise DataError(f"{student_path} holds no trained student: run the train step first")
     cache_root = Path(params.paths.eval_cache)
     teacher = teacher_encoder(params, cache_root)
     teacher.fallback_roots = (Path(params.paths.teacher_cache),)  # held-out texts were labelled already
@@ -122,6 +119,9 @@ def run(params: Params) -> dict[str, float | str]:
     if unwatched:
         log.warning("evaluation files outside paths.eval_data (%s), whose changes DVC cannot see: %s",
                     params.paths.eval_data, unwatched)
+    student_path = Path(params.paths.student)
+    if not (student_path / "modules.json").is_file():
+        raise DataError(f"{student_path} holds no trained student: run the train step first")
     student_kwargs = dict(cache_root=cache_root, prompts=params.student.prompts, normalize=True,
                           batch_size=params.eval.batch_size, token_budget=params.eval.token_budget)
     encoders = {
