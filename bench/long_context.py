@@ -36,7 +36,7 @@ from quality import provenance  # noqa: E402  bench/quality.py: the script's fol
 
 from distill.config import LongSet, StsSet, load_params  # noqa: E402
 from distill.encoding import Encoder, teacher_encoder  # noqa: E402
-from distill.evaluation import LongDocumentEvaluator, StsEvaluator, load_evaluators, score_model  # noqa: E402
+from distill.evaluation import LongDocumentEvaluator, StsEvaluator, load_evaluators, score_model, set_items  # noqa: E402
 from distill.gate import paired_bootstrap  # noqa: E402
 from distill.lock import pipeline_lock  # noqa: E402
 from distill.models import load_model  # noqa: E402
@@ -123,29 +123,28 @@ def main() -> int:
     longest = max(articles.spec.lengths)
     key = f"{articles.name}/len{longest}/ndcg@10"
 
-    def interval(rival: str, name: str) -> str:
-        spec = next(e for e in evaluators if e.name == name)
-        only = lambda role: {name: {k.split("/", 1)[1]: v for k, v in items[role].items() if k.startswith(f"{name}/")}}  # noqa: E731
-        result = paired_bootstrap(only("long"), only(rival), [(name, spec.primary_on)],
-                                  params.registry.bootstrap_resamples, params.registry.confidence, params.seed)
+    def interval(rival: str, evaluator: LongDocumentEvaluator) -> str:
+        name = evaluator.name
+        result = paired_bootstrap({name: set_items(items["long"], name)}, {name: set_items(items[rival], name)},
+                                  [(name, evaluator.primary_on)], params.registry.bootstrap_resamples,
+                                  params.registry.confidence, params.seed)
         return f"{result.difference:+.2f} [{result.low:+.2f}, {result.high:+.2f}]"
 
-    lines = ["| model | " + " | ".join(f"{e.name} {n}" for e in evaluators if isinstance(e, LongDocumentEvaluator)
-                                        for n in e.spec.lengths) + " | STS-B test | texts/s at " +
-             " / ".join(map(str, articles.spec.lengths)) + " |"]
-    lines.append("|" + "---|" * (2 + sum(len(e.spec.lengths) for e in evaluators if isinstance(e, LongDocumentEvaluator)) + 1))
+    long_sets = [e for e in evaluators if isinstance(e, LongDocumentEvaluator)]
+    columns = [f"{e.name} {n}" for e in long_sets for n in e.spec.lengths]
+    lines = ["| model | " + " | ".join(columns) + " | STS-B test | texts/s at "
+             + " / ".join(map(str, articles.spec.lengths)) + " |", "|" + "---|" * (len(columns) + 3)]
     for role, label in ROWS.items():
-        cells = [f"{scores[role][f'{e.name}/len{n}/{e.primary_metric}']:.1f}" for e in evaluators
-                 if isinstance(e, LongDocumentEvaluator) for n in e.spec.lengths]
+        cells = [f"{scores[role][f'{e.name}/len{n}/{e.primary_metric}']:.1f}" for e in long_sets for n in e.spec.lengths]
         sts = f"{scores[role]['stsb_test/spearman']:.2f}" if "stsb_test/spearman" in scores[role] else "n/a"
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {sts} | " +
                      " / ".join(f"{speed[role][n]:.1f}" for n in articles.spec.lengths) + " |")
-    metrics = {e.primary_metric for e in evaluators if isinstance(e, LongDocumentEvaluator)}
-    notes = [f"Cells: nDCG@1 for passkey/needle, nDCG@10 for long retrieval ({', '.join(sorted(metrics))}), "
-             f"{len(articles.by_length[longest])} documents per length; lengths in student tokens."]
-    for name in (e.name for e in evaluators if isinstance(e, LongDocumentEvaluator)):
-        notes.append(f"long − undistilled on {name} (all lengths, paired bootstrap): {interval('undistilled', name)}; "
-                     f"long − extended untrained: {interval('extended', name)}")
+    notes = ["Cells: nDCG@1 for passkey and needle, nDCG@10 for long retrieval; documents per length: "
+             + ", ".join(f"{e.name} {len(e.by_length[e.spec.lengths[0]])}" for e in long_sets)
+             + "; lengths in student tokens."]
+    for evaluator in long_sets:
+        notes.append(f"long − undistilled on {evaluator.name} (all lengths, paired bootstrap): "
+                     f"{interval('undistilled', evaluator)}; long − extended untrained: {interval('extended', evaluator)}")
     long_speed, teacher_speed = speed["long"][longest], speed["teacher"][longest]
     checks = {
         f"long retrieval @{longest}: long {scores['long'][key]:.1f} vs truncating {scores['undistilled'][key]:.1f} "
@@ -154,9 +153,9 @@ def main() -> int:
             scores["long"][key] >= 0.95 * scores["teacher"][key],
         f"texts/s @{longest}: {long_speed / teacher_speed:.1f}x the teacher (>= 5x)": long_speed >= 5 * teacher_speed,
         "passkey and needle never below the truncating student at any length": all(
-            scores["long"][f"{e.name}/len{n}/{e.primary_metric}"] >= scores["undistilled"][f"{e.name}/len{n}/{e.primary_metric}"]
-            for e in evaluators if isinstance(e, LongDocumentEvaluator) and e.spec.type != "long_retrieval"
-            for n in e.spec.lengths),
+            scores["long"][key] >= scores["undistilled"][key]
+            for e in long_sets if e.spec.type != "long_retrieval"
+            for key in (f"{e.name}/len{n}/{e.primary_metric}" for n in e.spec.lengths)),
     }
     if "stsb_test/spearman" in scores["long"]:
         gap = scores["long"]["stsb_test/spearman"] - scores["short"]["stsb_test/spearman"]
@@ -168,7 +167,6 @@ def main() -> int:
         f"{text} {'OK' if ok else 'MISSED'}" for text, ok in checks.items()))
     print(f"\n{started}\n\n" + "\n".join(lines) + "\n\n" + "\n".join(f"- {n}" for n in notes))
 
-    long_sets = [e for e in evaluators if isinstance(e, LongDocumentEvaluator)]
     figure, axes = plt.subplots(1, len(long_sets), figsize=(5 * len(long_sets), 4), squeeze=False)
     for ax, evaluator in zip(axes[0], long_sets):
         for role, label in ROWS.items():

@@ -142,7 +142,9 @@ def distill_pipeline(
                           "params.yaml and dvc.yaml together, or run the steps by hand (`python -m distill <step> --params ...`)")
     configure(params)
     run_name = flow_run.get_name() or "flow"
-    with pipeline_lock(params.paths.lock), lineage.params_applied(root, leaves):
+    # An override run is an experiment: params.yaml, dvc.lock and the outputs are the user's again after it.
+    kept = lineage.workspace_kept(root, bool(leaves), keep=(params.paths.teacher_cache,))
+    with pipeline_lock(params.paths.lock), kept, lineage.params_applied(root, leaves):
         with pipeline_run(params, run_name=run_name, tags={"entry_point": "prefect"}) as run_id:
             for name in ("prepare", "label", "train", "evaluate"):
                 if name == "label" and params.cluster.enabled:

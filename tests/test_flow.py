@@ -32,6 +32,20 @@ def eval_cache_shards(project: Path) -> dict[str, set[str]]:
     return {d.name: {p.name for p in d.glob("shard-*.npz")} for d in (project / "data/eval_cache").iterdir() if d.is_dir()}
 
 
+def experiment_eval_cache_shards(project: Path, rev: str) -> dict[str, set[str]]:
+    """:func:`eval_cache_shards` of an experiment's ``data/eval_cache``, read from its ``dvc.lock`` and the
+    DVC cache's directory listing (the workspace holds the user's outputs again)."""
+    lock = yaml.safe_load(git(["show", f"{rev}:dvc.lock"], project))
+    digest = next(o["md5"] for o in lock["stages"]["evaluate"]["outs"] if o["path"] == "data/eval_cache")
+    listing = json.loads((project / ".dvc/cache/files/md5" / digest[:2] / digest[2:]).read_text())
+    shards: dict[str, set[str]] = {}
+    for entry in listing:
+        namespace, _, name = entry["relpath"].partition("/")
+        if name.startswith("shard-") and name.endswith(".npz"):
+            shards.setdefault(namespace, set()).add(name)
+    return shards
+
+
 def shard_count(folder) -> int:
     return len(list(Path(folder).rglob("shard-*.npz")))
 
@@ -83,13 +97,18 @@ def test_flow_runs_are_dvc_runs_and_experiments_with_lineage(harness, dvc_projec
     # An override is an experiment: params.yaml stays as written, `dvc exp show` lists the run's params
     # and metrics, and no teacher text is encoded again.
     evaluated = eval_cache_shards(project)
+    lock_bytes = (project / "dvc.lock").read_bytes()
     third = distill_pipeline(overrides=["train.max_steps=2"])
     assert (project / "params.yaml").read_bytes() == params_bytes
+    # ...and the workspace is the user's again: the lock and outputs of params.yaml, nothing to repro.
+    assert (project / "dvc.lock").read_bytes() == lock_bytes
+    assert json.loads(dvc(["status", "--json"], project)) == {}
     assert shard_count(project / "data/teacher") == labels
     # The teacher's and the undistilled student's evaluation embeddings come from the cache (their
     # namespaces gain no shard); only the new student's namespace is new.
-    after = eval_cache_shards(project)
+    after = experiment_eval_cache_shards(project, third["dvc_experiment_rev"])
     assert {k: after[k] for k in evaluated} == evaluated and len(after) > len(evaluated)
+    assert eval_cache_shards(project) == evaluated  # the workspace's cache is the user's run's again
     shown = json.loads(dvc(["exp", "show", "--json"], project))
     experiments = {e["name"]: e["revs"][0]["data"] for baseline in shown for e in baseline.get("experiments") or []}
     data = experiments[third["dvc_experiment"]]

@@ -133,7 +133,7 @@ class Encoder:
         """``(window text, token count)``: the whole text when the model reads all of it, else windows
         of ``chunking.tokens`` tokens overlapping by ``chunking.overlap``, cut at token offsets."""
         tokenizer = self.model.tokenizer
-        encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
         offsets = encoded["offset_mapping"]
         room = self.model.max_seq_length - len(tokenizer(prompt_for(self.prompts, text_type))["input_ids"])
         if len(offsets) <= room:

@@ -124,6 +124,36 @@ def params_applied(root: Path, leaves: dict[str, Any]) -> Iterator[None]:
         path.write_bytes(original)
 
 
+def stage_outputs(root: Path) -> list[str]:
+    """Every output ``dvc.yaml``'s stages name: outs, metrics and plots files."""
+    stages = (yaml.safe_load((root / "dvc.yaml").read_text()) or {}).get("stages", {})
+    return [out if isinstance(out, str) else next(iter(out))
+            for stage in stages.values() for out in [*stage.get("outs", []), *stage.get("metrics", []),
+                                                     *stage.get("plots", [])]]
+
+
+@contextmanager
+def workspace_kept(root: Path, active: bool, keep: tuple[str, ...] = ()) -> Iterator[None]:
+    """With ``active`` (a run with overrides, saved as an experiment), the workspace is the user's again
+    afterwards, as after ``dvc exp run --temp``: ``dvc.lock`` as it was, and its outputs checked out from
+    the DVC cache, so ``dvc status`` says what it said before. Outputs in ``keep`` stay as the run left
+    them: the label cache only ever gains content-addressed shards, which would otherwise be paid for
+    again by the next run that needs them (an override of teacher params leaves the label stage listed
+    by ``dvc status`` until a ``dvc repro``, which encodes nothing)."""
+    lock = root / LOCK_FILE
+    before = lock.read_bytes() if lock.is_file() else None
+    try:
+        yield
+    finally:
+        if active:
+            if before is None:
+                lock.unlink(missing_ok=True)
+            else:
+                lock.write_bytes(before)
+                kept = {Path(k).as_posix().rstrip("/") for k in keep}
+                _dvc(["checkout", "--force", *(o for o in stage_outputs(root) if o.rstrip("/") not in kept)], root)
+
+
 def save_experiment(root: Path, name: str) -> Experiment:
     """``dvc exp save``: the workspace (params, ``dvc.lock``, the outputs' hashes) as a named
     experiment that ``dvc exp show`` lists and ``dvc exp pull``/``apply`` restore."""

@@ -41,13 +41,13 @@ class TokenCounter:
     def __call__(self, texts: Sequence[str]) -> list[int]:
         new = [t for t in dict.fromkeys(texts) if t not in self._counts]
         if new:
-            ids = self.tokenizer(new, add_special_tokens=False)["input_ids"]
+            ids = self.tokenizer(new, add_special_tokens=False, verbose=False)["input_ids"]
             self._counts.update(zip(new, map(len, ids)))
         return [self._counts[t] for t in texts]
 
     def head(self, text: str, tokens: int) -> str:
         """The longest prefix of ``text`` within ``tokens`` tokens (cut at a token boundary)."""
-        encoded = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        encoded = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
         offsets = encoded["offset_mapping"]
         return text if len(offsets) <= tokens else text[: offsets[tokens - 1][1]]
 

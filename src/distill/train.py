@@ -326,7 +326,17 @@ def model_card(params: Params, summary: dict) -> str:
         sources=", ".join(s.type for s in params.corpus.sources),
         prompt_lines="\n".join(f"- `{k}`: `{v!r}`" for k, v in prompts.items()) or "- (none)",
         example_prompt=f', prompt_name="{next(iter(prompts))}"' if prompts else "",
+        long_context_line=_long_context_line(summary["long_context"]),
     )
+
+
+def _long_context_line(long_context: dict | None) -> str:
+    if not long_context:
+        return ""
+    tuned = (f", then tuned on {long_context['documents']} long documents against the chunk-pooled teacher"
+             if "documents" in long_context else "")
+    return (f" (positions extended from {long_context['native_positions']} to {long_context['length']} by "
+            f"{long_context['method']}{tuned})")
 
 
 def run(params: Params) -> Path:
