@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
 import subprocess
 import sys
@@ -25,6 +26,8 @@ import yaml
 from ruamel.yaml import YAML
 
 from distill.lock import HOLDER_ENV
+
+log = logging.getLogger(__name__)
 
 PARAMS_FILE = "params.yaml"
 LOCK_FILE = "dvc.lock"
@@ -151,7 +154,11 @@ def workspace_kept(root: Path, active: bool, keep: tuple[str, ...] = ()) -> Iter
             else:
                 lock.write_bytes(before)
                 kept = {Path(k).as_posix().rstrip("/") for k in keep}
-                _dvc(["checkout", "--force", *(o for o in stage_outputs(root) if o.rstrip("/") not in kept)], root)
+                try:
+                    _dvc(["checkout", "--force", *(o for o in stage_outputs(root) if o.rstrip("/") not in kept)], root)
+                except LineageError as err:  # the experiment itself is saved; say how to finish the restore
+                    log.warning("the run's experiment is saved, but restoring your outputs failed; `dvc checkout` "
+                                "(or `dvc repro`) brings them back: %s", err)
 
 
 def save_experiment(root: Path, name: str) -> Experiment:
