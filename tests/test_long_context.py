@@ -95,3 +95,18 @@ def test_long_recipe_runs_prepare_label_train_evaluate(tmp_path):
         for key in ("passkey/len768/ndcg@1", "long/len768/ndcg@10", "long/ndcg@10"):
             assert 0 <= flat[f"{role}/{key}"] <= 100, (role, key)
     assert np.isfinite(flat["student/vs_baseline/difference"])
+
+
+def test_token_budget_batches_cover_every_row_once_within_the_budget():
+    from datasets import Dataset
+
+    from distill.train import TokenBudgetBatchSampler
+
+    lengths = [2050, 1030, 1500, 300, 2050, 800, 1200, 640, 1900, 90]
+    dataset = Dataset.from_dict({"query": ["q"] * len(lengths), "document": ["d"] * len(lengths)})
+    sampler = TokenBudgetBatchSampler(dataset, lengths, token_budget=4200, seed=5)
+    batches = list(sampler)
+    assert len(batches) == len(sampler) and sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    assert all(len(b) * max(lengths[i] for i in b) <= 4200 for b in batches)
+    sampler.set_epoch(1)
+    assert sorted(map(tuple, sampler)) == sorted(map(tuple, batches))  # same batches, in a new order
