@@ -10,6 +10,8 @@ shared with the default pipeline), trains the default short student on the same 
 - undistilled student, truncating at its native positions;
 - the same student extended by ``student.extend_positions``, untrained;
 - the short distilled student (params.yaml's recipe), truncating at its native positions;
+- the short distilled student extended, untrained: what the long tuning starts from, so the last row
+  minus this one is the tuning's own effect;
 - the distilled long student;
 
 on the passkey, needle and long-document retrieval sets of params/long.yaml at each length, and on
@@ -51,7 +53,8 @@ PATHS = {"prepared": OUT / "data/prepared", "mined": OUT / "data/mined", "studen
          "metrics": OUT / "metrics", "reports": OUT / "reports", "plots": OUT / "plots"}
 SHORT_STUDENT = OUT / "models/short_student"
 ROWS = {"teacher": "teacher (chunk-pooled)", "undistilled": "undistilled (truncating)",
-        "extended": "extended, untrained", "short": "short distilled (truncating)", "long": "distilled long student"}
+        "extended": "extended, untrained", "short": "short distilled (truncating)",
+        "short_extended": "short distilled, extended, untrained", "long": "distilled long student"}
 STS_PATH = ROOT.parent / "shared/data/stsb/sts-test.csv"
 SPEED_TEXTS = 32
 
@@ -100,11 +103,14 @@ def main() -> int:
     extend_positions(extended, params.student.extend_positions)
     short = load_model(str(SHORT_STUDENT), field="short student")
     short.max_seq_length = native_length(short)  # the most a truncating student can read
+    short_extended = load_model(str(SHORT_STUDENT), field="short student")
+    extend_positions(short_extended, params.student.extend_positions)
     encoders = {
         "teacher": teacher,
         "undistilled": Encoder(model=undistilled, name="undistilled", cache_root=cache, **budget),
         "extended": Encoder(model=extended, name="extended", cache_root=cache, **budget),
         "short": Encoder(model=short, name="short", cache_root=cache, **budget),
+        "short_extended": Encoder(model=short_extended, name="short_extended", cache_root=cache, **budget),
         "long": Encoder(model=load_model(str(params.paths.student), field="paths.student"), name="long",
                         cache_root=cache, **budget),
     }
@@ -144,7 +150,9 @@ def main() -> int:
              + "; lengths in student tokens."]
     for evaluator in long_sets:
         notes.append(f"long − undistilled on {evaluator.name} (all lengths, paired bootstrap): "
-                     f"{interval('undistilled', evaluator)}; long − extended untrained: {interval('extended', evaluator)}")
+                     f"{interval('undistilled', evaluator)}; long − extended untrained: {interval('extended', evaluator)}; "
+                     f"long − short distilled extended untrained (the tuning's effect): "
+                     f"{interval('short_extended', evaluator)}")
     long_speed, teacher_speed = speed["long"][longest], speed["teacher"][longest]
     checks = {
         f"long retrieval @{longest}: long {scores['long'][key]:.1f} vs truncating {scores['undistilled'][key]:.1f} "
