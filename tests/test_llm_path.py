@@ -5,7 +5,6 @@ teachers, through label → train → evaluate."""
 import json
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
