@@ -135,7 +135,8 @@ def training_plot(train_csv: Path, eval_csv: Path, path: Path) -> None:
     ax.set_ylabel("loss")
     ax.set_yscale("log")
     ax.set_title("Training loss")
-    ax.legend()
+    if ax.get_legend_handles_labels()[0]:  # a run killed before its first logged step has no curve
+        ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
