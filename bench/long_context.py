@@ -23,6 +23,7 @@ Prints a Markdown block for bench/RESULTS.md and writes bench/out/long/long_cont
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -62,9 +63,7 @@ SPEED_TEXTS = 32
 def texts_per_second(encoder: Encoder, texts: list[str]) -> float:
     """One encode of ``texts`` through an empty cache: every forward pass (and the teacher's windows) paid."""
     with tempfile.TemporaryDirectory() as scratch:
-        timed = Encoder(model=encoder.model, name=encoder.name, cache_root=Path(scratch), prompts=encoder.prompts,
-                        normalize=encoder.normalize, batch_size=encoder.batch_size, token_budget=encoder.token_budget,
-                        chunking=encoder.chunking, show_progress=False)
+        timed = dataclasses.replace(encoder, cache_root=Path(scratch), fallback_roots=(), show_progress=False)
         start = time.perf_counter()
         timed.encode(texts, "passage")
         return len(texts) / (time.perf_counter() - start)

@@ -21,6 +21,17 @@ from distill.prompts import prompt_for
 KEY_LIBRARIES = ("sentence-transformers", "transformers", "tokenizers", "torch")
 
 
+def pack_by_tokens(lengths: list[int], token_budget: int) -> list[list[int]]:
+    """Indices in batches of at most ``token_budget`` padded tokens (one row alone may exceed it): rows
+    sorted longest first and packed greedily, so each batch's first row sets its padded width."""
+    batches: list[list[int]] = [[]]
+    for index in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        if batches[-1] and (len(batches[-1]) + 1) * lengths[batches[-1][0]] > token_budget:
+            batches.append([])
+        batches[-1].append(index)
+    return batches
+
+
 @dataclass
 class Encoder:
     """Encodes texts of a given type with ``model`` and its prompts, through a cache under ``cache_root``."""
@@ -92,14 +103,7 @@ class Encoder:
                 [prompt + t for t in texts], truncation=True, max_length=self.model.max_seq_length
             )["input_ids"]
         ]
-        order = sorted(range(len(texts)), key=lambda i: -lengths[i])
-        batches: list[list[int]] = [[]]
-        for index in order:
-            # Longest first, so the batch's first text sets its padded width.
-            if batches[-1] and (len(batches[-1]) + 1) * lengths[batches[-1][0]] > self.token_budget:
-                batches.append([])
-            batches[-1].append(index)
-        return batches
+        return pack_by_tokens(lengths, self.token_budget)
 
     def budget_encode(
         self, texts: list[str], text_type: str, on_batch: Callable[[int], None] | None = None

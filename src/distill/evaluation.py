@@ -115,6 +115,16 @@ class StsEvaluator(Evaluator):
         return metrics.spearman(items["cosine"][index], items["gold"][index])
 
 
+def judged_ranking(queries: np.ndarray, documents: np.ndarray, qrels: dict[str, dict[str, int]],
+                   measures: dict[str, str], depth: int) -> tuple[dict[str, dict[str, float]], Items]:
+    """Each query's ``depth`` most similar documents by cosine (a trec_eval run keyed by row numbers) and,
+    per query in row order, the trec_eval ``measures`` (``{our name: trec_eval name}``) on ``qrels``."""
+    ranked, scores = metrics.top_k(queries, documents, k=depth)
+    run = {str(q): {str(d): float(s) for d, s in zip(ranked[q], scores[q])} for q in range(len(queries))}
+    per_query = pytrec_eval.RelevanceEvaluator(qrels, set(measures.values())).evaluate(run)
+    return run, {name: np.array([per_query[str(q)][m] for q in range(len(queries))]) for name, m in measures.items()}
+
+
 class RetrievalEvaluator(Evaluator):
     """nDCG@10, Recall@100 and MRR@10 ×100 as trec_eval computes them (``pytrec_eval``, linear
     gain, as BEIR and MTEB report), averaged over the queries with at least one relevant document.
@@ -164,14 +174,10 @@ class RetrievalEvaluator(Evaluator):
         queries = encoder.encode(self.queries, "query", desc=f"{encoder.name} {self.name} queries")
         documents = document_encoder.encode(self.documents, "passage",
                                             desc=f"{document_encoder.name} {self.name} documents")
-        ranked, scores = metrics.top_k(queries, documents, k=100)
-        run = {str(q): {str(d): float(s) for d, s in zip(ranked[q], scores[q])} for q in range(len(queries))}
+        run, items = judged_ranking(queries, documents, self.qrels, self.measures, depth=100)
         top10 = {q: dict(sorted(docs.items(), key=lambda x: -x[1])[:10]) for q, docs in run.items()}
-        per_query = pytrec_eval.RelevanceEvaluator(self.qrels, set(self.measures.values())).evaluate(run)
         reciprocal = pytrec_eval.RelevanceEvaluator(self.qrels, {"recip_rank"}).evaluate(top10)
-        order = [str(q) for q in range(len(queries))]
-        items = {name: np.array([per_query[q][m] for q in order]) for name, m in self.measures.items()}
-        items["mrr@10"] = np.array([reciprocal[q]["recip_rank"] for q in order])
+        items["mrr@10"] = np.array([reciprocal[str(q)]["recip_rank"] for q in range(len(queries))])
         return SetResult({name: float(values.mean() * 100) for name, values in items.items()}, items)
 
     @staticmethod
@@ -346,12 +352,9 @@ class LongDocumentEvaluator(Evaluator):
             queries = encoder.encode([d.query for d in docs], "query", desc=f"{encoder.name} {self.name}@{length} queries")
             documents = encoder.encode([d.text for d in docs], "passage",
                                        desc=f"{encoder.name} {self.name}@{length} documents")
-            ranked, similarity = metrics.top_k(queries, documents, k=10)
-            run = {str(q): {str(d): float(v) for d, v in zip(ranked[q], similarity[q])} for q in range(len(docs))}
             qrels = {str(q): {str(q): 1} for q in range(len(docs))}
-            evaluated = pytrec_eval.RelevanceEvaluator(qrels, set(self.measures.values())).evaluate(run)
-            for name, measure in self.measures.items():
-                values = np.array([evaluated[str(q)][measure] for q in range(len(docs))])
+            _, judged = judged_ranking(queries, documents, qrels, self.measures, depth=10)
+            for name, values in judged.items():
                 per_item[name].append(values)
                 scores[f"len{length}/{name}"] = float(values.mean() * 100)
         items = {name: np.concatenate(values) for name, values in per_item.items()}

@@ -27,8 +27,8 @@ INGREDIENTS = ("smoked paprika", "star anise", "black garlic", "sumac", "juniper
 @dataclass(frozen=True)
 class LongDocument:
     text: str
-    query: str
     tokens: int  # of the tokenizer it was built with
+    query: str
 
 
 class TokenCounter:
@@ -56,12 +56,14 @@ def filler_sentences(texts: Sequence[str]) -> list[str]:
     return [s for text in texts for s in split_sentences(text) if len(s) > 20]
 
 
-def embed(target: str, filler: Sequence[str], length: int, count: TokenCounter, rng: random.Random) -> LongDocument:
+def embed(target: str, filler: Sequence[str], length: int, count: TokenCounter,
+          rng: random.Random) -> tuple[str, int]:
     """``target`` at a random sentence boundary among filler sentences drawn in random order, about
-    ``length`` tokens in all; a target longer than ``length`` is cut to its first ``length`` tokens."""
+    ``length`` tokens in all, and its token count; a target longer than ``length`` is cut to its first
+    ``length`` tokens."""
     target_tokens = count([target])[0]
     if target_tokens >= length:
-        return LongDocument(count.head(target, length), "", length)
+        return count.head(target, length), length
     budget = length - target_tokens
     chosen: list[str] = []
     for index in rng.sample(range(len(filler)), len(filler)):
@@ -73,7 +75,7 @@ def embed(target: str, filler: Sequence[str], length: int, count: TokenCounter, 
         chosen.append(filler[index])
         budget -= tokens
     chosen.insert(rng.randint(0, len(chosen)), target)
-    return LongDocument(" ".join(chosen), "", length - budget)
+    return " ".join(chosen), length - budget
 
 
 def pass_keys(count: int, rng: random.Random) -> list[tuple[str, str]]:
@@ -107,5 +109,4 @@ def documents_at_length(
 ) -> list[LongDocument]:
     """One document of about ``length`` tokens per ``(target text, query)``, seeded by length."""
     rng = random.Random(f"{seed}/{length}")
-    return [LongDocument(d.text, query, d.tokens)
-            for (target, query), d in ((t, embed(t[0], filler, length, count, rng)) for t in targets)]
+    return [LongDocument(*embed(target, filler, length, count, rng), query=query) for target, query in targets]

@@ -38,11 +38,11 @@ from distill.evaluation import file_evaluators
 from distill.io import atomic_dir, write_json
 from distill.longdocs import TokenCounter, embed, filler_sentences
 from distill.readers import (
-    LONG_DOCUMENTS_FILE,
-    bbc_articles,
     CORPUS_FILE,
+    LONG_DOCUMENTS_FILE,
     QUERIES_FILE,
     SUMMARY_FILE,
+    bbc_articles,
     column_values,
     corpus_sha256,
     load_table,
@@ -305,8 +305,8 @@ def build_long_documents(corpus: pd.DataFrame, config: LongDocumentsConfig, toke
         article = articles[index]
         filler = [s for s, owner in sentences if owner != index]
         length = rng.randint(config.min_tokens, config.max_tokens)
-        document = embed(_WHITESPACE.sub(" ", article.body).strip(), filler, length, count, rng)
-        rows.append({"query": article.title, "text": document.text, "doc_id": article.doc_id, "tokens": document.tokens})
+        text, tokens = embed(_WHITESPACE.sub(" ", article.body).strip(), filler, length, count, rng)
+        rows.append({"query": article.title, "text": text, "doc_id": article.doc_id, "tokens": tokens})
     return pd.DataFrame(rows, columns=LONG_COLUMNS)
 
 

@@ -47,7 +47,7 @@ from torch.utils.data import RandomSampler
 from transformers import set_seed
 
 from distill.config import CANDIDATE_OBJECTIVES, TEXT_OBJECTIVES, Params, TrainConfig
-from distill.encoding import teacher_encoder
+from distill.encoding import pack_by_tokens, teacher_encoder
 from distill.errors import DataError
 from distill.io import atomic_dir, write_json
 from distill.lock import holder_env
@@ -198,11 +198,7 @@ class TokenBudgetBatchSampler(DefaultBatchSampler):
                  generator=None, seed: int = 0) -> None:
         super().__init__(dataset, batch_size=1, drop_last=False, valid_label_columns=valid_label_columns,
                          generator=generator, seed=seed)
-        self.batches: list[list[int]] = [[]]
-        for index in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
-            if self.batches[-1] and (len(self.batches[-1]) + 1) * lengths[self.batches[-1][0]] > token_budget:
-                self.batches.append([])
-            self.batches[-1].append(index)
+        self.batches = pack_by_tokens(lengths, token_budget)
 
     def __iter__(self):
         generator = torch.Generator().manual_seed(self.seed + getattr(self, "epoch", 0))
