@@ -16,7 +16,7 @@ export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM := false
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: setup run serve trigger ui stop repro test test-fast bench clean
+.PHONY: setup run serve trigger ui stop repro test test-fast test-gpu bench clean
 
 setup: $(STAMP)
 
@@ -65,6 +65,11 @@ test: setup
 # The quick inner loop: everything but the end-to-end runs through DVC and a served deployment.
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow"
+
+# The CUDA paths (bf16 LLM teacher with SDPA, reranker, bf16 training, position extension), on tiny
+# random models: run on a GPU box; `make test` skips them where there is no GPU.
+test-gpu: setup
+	$(PY) -m pytest -q -rA tests/test_gpu.py tests/test_positions.py -k "gpu or cuda"
 
 # Every benchmark whose numbers are in bench/RESULTS.md.
 bench: setup

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from distill.config import deep_merge, load_params
@@ -19,6 +20,8 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(),
+                                reason="needs a CUDA GPU (run these where one is; the CPU paths are tested everywhere)")
 needs_shared = pytest.mark.skipif(
     not (SHARED_DATA / "stsb").is_dir(), reason=f"benchmark data not found at {SHARED_DATA} (only in the dev sandbox)"
 )
@@ -85,6 +88,16 @@ def labelled_tiny_project(root: Path, **sections) -> Path:
     prepare.run(params)
     label.run(params)
     return params_file
+
+
+@pytest.fixture(scope="session")
+def word_tokenizer_dir(tmp_path_factory) -> Path:
+    """A small BPE tokenizer trained on BBC text: tiny models built on it need no downloaded weights."""
+    from tests.tiny_models import word_tokenizer
+
+    path = tmp_path_factory.mktemp("word-tokenizer")
+    word_tokenizer(path)
+    return path
 
 
 @pytest.fixture(scope="session")

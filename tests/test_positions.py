@@ -8,11 +8,13 @@ import pytest
 import torch
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
+from sentence_transformers.util import batch_to_device
 
 from distill.config import PositionExtension
 from distill.errors import DataError
 from distill.models import resolve_model
 from distill.positions import extend_positions, native_length, position_rows, train_only_new_positions
+from tests.conftest import needs_cuda
 from tests.tiny_models import tiny_bert_embedder, tiny_decoder_embedder
 
 LONG_TEXT = " ".join(f"Sentence {i} is about markets, football and elections in a long report." for i in range(120))
@@ -20,8 +22,8 @@ SHORT_TEXT = "A short text about cats."
 
 
 @pytest.fixture()
-def tiny_bert(tmp_path):
-    return SentenceTransformer(str(tiny_bert_embedder(tmp_path / "bert", resolve_model("all-MiniLM-L6-v2"), 32)))
+def tiny_bert(tmp_path, word_tokenizer_dir):
+    return SentenceTransformer(str(tiny_bert_embedder(tmp_path / "bert", str(word_tokenizer_dir), 32)))
 
 
 def tiny_mpnet(path):
@@ -67,13 +69,14 @@ def test_position_mappings():
     assert interpolated[0] == 0 and interpolated[-1] == 3 and interpolated[2] == 1.0
 
 
-def test_rope_student_is_scaled_through_its_config(tmp_path):
-    model = SentenceTransformer(str(tiny_decoder_embedder(tmp_path / "qwen")))
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=needs_cuda)])
+def test_rope_student_is_scaled_through_its_config(tmp_path, device):
+    model = SentenceTransformer(str(tiny_decoder_embedder(tmp_path / "qwen")), device=device)
     assert extend_positions(model, PositionExtension(length=4096, method="yarn")) == 512
     text = "word " * 3000
     embedding = model.encode([text])
     model.save(str(tmp_path / "saved"))
-    loaded = SentenceTransformer(str(tmp_path / "saved"))
+    loaded = SentenceTransformer(str(tmp_path / "saved"), device=device)
     config = loaded[0].auto_model.config
     assert loaded.max_seq_length == 4096 and config.max_position_embeddings == 4096
     assert config.rope_parameters["rope_type"] == "yarn" and config.rope_parameters["factor"] == 8.0
@@ -90,16 +93,21 @@ def test_bad_extensions_name_the_field(tiny_bert, tmp_path):
         extend_positions(rope, PositionExtension(length=1024, method="copy_tile"))
 
 
-def test_position_only_tuning_changes_only_the_new_position_vectors(tiny_bert):
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=needs_cuda)])
+def test_position_only_tuning_changes_only_the_new_position_vectors(tiny_bert, device):
+    """On a GPU under bf16 autocast as the trainer runs it there: the gradient mask lives on the table's device."""
+    tiny_bert.to(device)
     native = extend_positions(tiny_bert, PositionExtension(length=1024))
     before = {name: p.detach().clone() for name, p in tiny_bert.named_parameters()}
     hook = train_only_new_positions(tiny_bert, native, "copy_tile")
     trainable = [p for p in tiny_bert.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=1e-2, weight_decay=0.0)
-    features = tiny_bert.tokenize([LONG_TEXT, SHORT_TEXT])
+    features = batch_to_device(tiny_bert.tokenize([LONG_TEXT, SHORT_TEXT]), device)
     for _ in range(2):
         optimizer.zero_grad()
-        tiny_bert(features)["sentence_embedding"].pow(2).sum().backward()
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):
+            loss = tiny_bert(features)["sentence_embedding"].float().pow(2).sum()
+        loss.backward()
         optimizer.step()
     hook.remove()
     for name, parameter in tiny_bert.named_parameters():

@@ -77,7 +77,7 @@ def _extend_table(model: SentenceTransformer, table: nn.Embedding, length: int, 
     offset = _offset(table)
     native = table.num_embeddings - offset
     old = table.weight.data[offset:]
-    rows = position_rows(native, length, method)
+    rows = position_rows(native, length, method).to(old.device)
     low = rows.floor().long()
     high = torch.clamp(low + 1, max=native - 1)
     fraction = (rows - low).to(old.dtype).unsqueeze(1)
