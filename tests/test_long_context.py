@@ -16,6 +16,8 @@ from distill.config import LongSet, load_params, read_params_file
 from distill.encoding import Encoder
 from distill.evaluation import LongDocumentEvaluator
 from distill.readers import bbc_articles, load_long_documents
+from distill.sampling import heldout_half
+from distill.text import split_sentences
 from tests.conftest import ROOT, write_tiny_params
 
 
@@ -41,6 +43,19 @@ def test_long_sets_hide_one_target_per_document_at_each_length(kind, heldout, mi
             for i, document in enumerate(documents):
                 subject = document.query.rstrip("?").split(" of ", 1)[1]
                 assert [subject in d.text for d in documents].count(True) == 1 and subject in document.text, i
+
+
+def test_dev_and_test_halves_share_no_article(heldout, minilm):
+    halves = {half: heldout[heldout["doc_id"].map(lambda d: heldout_half(3, d)) == half] for half in ("dev", "test")}
+    assert all(len(h) >= 15 for h in halves.values())
+    for kind in ("long_retrieval", "needle"):
+        for half, other in (("dev", "test"), ("test", "dev")):
+            spec = LongSet(name="s", type=kind, documents=5, lengths=[256], heldout_half=half)
+            documents = LongDocumentEvaluator.load(spec, heldout, 3, "passage", tokenizer=minilm.tokenizer).by_length[256]
+            if kind == "long_retrieval":
+                assert {d.query for d in documents} <= set(halves[half]["title"])
+            foreign = [s for body in halves[other]["text"] for s in split_sentences(body) if len(s) > 60]
+            assert not any(s in d.text for s in foreign for d in documents), (kind, half)
 
 
 def test_a_student_that_reads_further_finds_more(heldout, minilm, tmp_path):

@@ -452,6 +452,10 @@ class LongSet(_Section):
     type: Literal["passkey", "needle", "long_retrieval"]
     lengths: list[int] = Field(default_factory=lambda: [256, 512, 1024, 2048])
     documents: int = Field(default=100, gt=1)
+    # Held-out articles fall into two seeded halves by doc id: a set built on "dev" shares no article
+    # (target or filler) with one built on "test", so long recipes are chosen on dev and reported on
+    # test. null builds from every held-out article.
+    heldout_half: Literal["dev", "test"] | None = None
 
     @property
     def primary_metric(self) -> str:  # type: ignore[override]

@@ -33,7 +33,7 @@ from distill.encoding import Encoder
 from distill.errors import DataError
 from distill.longdocs import LongDocument, TokenCounter, documents_at_length, filler_sentences, needles, pass_keys
 from distill.readers import bbc_articles, check_utf8, load_table, read_stsb_pairs
-from distill.sampling import seeded_fraction, spread_sample
+from distill.sampling import heldout_half, seeded_fraction, spread_sample
 
 Items = dict[str, np.ndarray]
 ToReferenceSpace = Callable[[np.ndarray], np.ndarray | None]
@@ -323,15 +323,18 @@ class LongDocumentEvaluator(Evaluator):
             raise ValueError("long-document sets are built in a student's tokens: pass its tokenizer")
         if heldout is None or not len(heldout):
             raise DataError(f"eval set {spec.name}: needs a held-out corpus (filler text)")
+        if spec.heldout_half is not None:
+            heldout = heldout[heldout["doc_id"].astype(str).map(lambda d: heldout_half(seed, d)) == spec.heldout_half]
         rng = random.Random(f"{seed}/{spec.name}")
         if spec.type == "long_retrieval":
             held = set(heldout.loc[heldout["source"] == "bbc", "doc_id"].astype(str))
             articles = [a for a in bbc_articles() if a.doc_id in held and a.title]
             if len(articles) < spec.documents + 10:
+                where = f" in the {spec.heldout_half} half" if spec.heldout_half else ""
                 raise DataError(
                     f"eval set {spec.name}: {spec.documents} documents need at least {spec.documents + 10} held-out "
-                    f"BBC articles (targets plus distractor text), found {len(articles)}: lower documents or add "
-                    "bbc articles (corpus.max_texts, corpus.heldout_fraction)")
+                    f"BBC articles (targets plus distractor text), found {len(articles)}{where}: lower documents or "
+                    "add bbc articles (corpus.max_texts, corpus.heldout_fraction)")
             rng.shuffle(articles)
             targets = [(" ".join(a.body.split()), a.title) for a in articles[: spec.documents]]
             filler = filler_sentences([a.body for a in articles[spec.documents:]])

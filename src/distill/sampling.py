@@ -34,3 +34,9 @@ def spread_sample(frame: pd.DataFrame, count: int, seed: int, purpose: str) -> p
     ranked = ranked.merge(doc_order[["doc_id", "_doc_in_label"]], on="doc_id", how="left")
     ranked = ranked.sort_values(["_in_doc", "_doc_in_label", "_label", "_doc"], kind="stable")
     return ranked.head(count).drop(columns=["_doc", "_row", "_label", "_in_doc", "_doc_in_label"])
+
+
+def heldout_half(seed: int, doc_id: str) -> str:
+    """``dev`` or ``test``: a seeded half of the held-out documents, fixed per document, so sets built
+    on different halves share no document."""
+    return "dev" if seeded_fraction(seed, "heldout-half", doc_id) < 0.5 else "test"
