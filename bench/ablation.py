@@ -43,6 +43,7 @@ def objectives(dims: tuple[int, ...] = (), **weights: float) -> list[str]:
             f"train.matryoshka_dims=[{','.join(map(str, dims))}]"]
 
 
+CLOZE_3 = "corpus.queries=[{type: titles}, {type: inverse_cloze, per_document: 3, min_sentences: 3}]"
 PRUNED_4 = ["student.init=pruned", "student.keep_layers=[0,4,8,11]"]
 PRUNED_6 = ["student.init=pruned", "student.keep_layers=[0,2,4,6,8,11]"]
 RECIPES: dict[str, list[str]] = {
@@ -64,6 +65,16 @@ RECIPES: dict[str, list[str]] = {
     # Half the steps: headline queries only (no inverse-cloze sentences).
     "margin_mse(64|128|256)-3neg-titles": [*objectives(margin_mse=1.0, dims=(64, 128, 256)), "mining.negatives=3",
                                            "corpus.queries=[{type: titles}]"],
+    # More training from the same training articles (the evaluation is unchanged): three inverse-cloze
+    # queries per article instead of one, and three epochs.
+    "margin_mse(64|128|256)-3neg-cloze3": [*objectives(margin_mse=1.0, dims=(64, 128, 256)), "mining.negatives=3",
+                                           CLOZE_3],
+    "margin_mse(64|128|256)-3neg-3ep": [*objectives(margin_mse=1.0, dims=(64, 128, 256)), "mining.negatives=3",
+                                        "train.epochs=3"],
+    "margin_mse(64|128|256)-3neg-cloze3-3ep": [*objectives(margin_mse=1.0, dims=(64, 128, 256)), "mining.negatives=3",
+                                               CLOZE_3, "train.epochs=3"],
+    # Listwise KL beside the pairwise margins, over 7 negatives.
+    "margin_mse+kl(64|128|256)-7neg": [*objectives(margin_mse=1.0, kl=1.0, dims=(64, 128, 256)), "mining.negatives=7"],
     "asymmetric(cosine+margin_mse)": ["train.mode=asymmetric", *objectives(cosine=1.0, margin_mse=1.0)],
     # Students that start from the teacher: 4 and 6 of all-mpnet-base-v2's 12 layers.
     "pruned4(cosine+margin_mse)": [*PRUNED_4, *objectives(cosine=1.0, margin_mse=1.0)],

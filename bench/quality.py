@@ -34,9 +34,14 @@ TARGETS = {"sts_retained": 99.0, "ndcg_retained": 98.0, "speedup": 6.0}  # issue
 
 
 def provenance(command: str) -> str:
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
-                           text=True).stdout.strip()
+    def git(*args: str) -> str:  # a copy of the tree without git (or without .git) names no commit
+        try:
+            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        except FileNotFoundError:
+            return ""
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown (no git repository)"
+    dirty = git("status", "--porcelain", "--untracked-files=no")
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())
     return (f"commit `{commit}`{' (uncommitted changes!)' if dirty else ''}, {datetime.date.today()}, "

@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
-from collections.abc import Callable
 from typing import Any
 
 import torch
 
-from distill import evaluate, label, prepare, register, train
 from distill.config import Params
 from distill.lock import pipeline_lock
 
-STEPS: dict[str, Callable[[Params], Any]] = {
-    "prepare": prepare.run,
-    "label": label.run,
-    "train": train.run,
-    "evaluate": evaluate.run,
-    "register": register.run,
-}
+# Each step is the module distill.<step> with a run(params); a step imports only what it needs (the
+# registry's MLflow loads only for register, so a machine without it can prepare, label, train, evaluate).
+STEPS = ("prepare", "label", "train", "evaluate", "register")
 
 
 def configure(params: Params) -> None:
@@ -34,5 +29,6 @@ def run_step(name: str, params: Params) -> Any:
     if name not in STEPS:
         raise ValueError(f"unknown step {name!r}; expected one of {sorted(STEPS)}")
     configure(params)
+    step = importlib.import_module(f"distill.{name}")
     with pipeline_lock(params.paths.lock):
-        return STEPS[name](params)
+        return step.run(params)
