@@ -57,6 +57,10 @@ RECIPES: dict[str, list[str]] = {
     # The same recipe trained longer and harder: does the student move further towards the teacher?
     "matryoshka(64|128|256)-3ep-lr5e-5": [*objectives(similarity=1.0, margin_mse=1.0, dims=(64, 128, 256)),
                                           "train.epochs=3", "train.learning_rate=5e-5"],
+    "matryoshka(64|128|256)-5ep-lr5e-5": [*objectives(similarity=1.0, margin_mse=1.0, dims=(64, 128, 256)),
+                                          "train.epochs=5", "train.learning_rate=5e-5"],
+    "matryoshka(64|128|256)-3ep-lr5e-5-cloze3": [*objectives(similarity=1.0, margin_mse=1.0, dims=(64, 128, 256)),
+                                                 "train.epochs=3", "train.learning_rate=5e-5", CLOZE_3],
     # A cheaper step for the warm-rerun budget of issue #8: no text batches, 3 negatives instead of 7.
     "margin_mse(64|128|256)-3neg": [*objectives(margin_mse=1.0, dims=(64, 128, 256)), "mining.negatives=3"],
     # The same step at 5x the learning rate: 71 steps at 2e-5 barely move the student.
