@@ -109,6 +109,9 @@ def row(recipe: str, params, m: dict) -> dict:
     out["retained_pct"] = m["student/retained_pct/mean_score"]
     out["speedup"] = m["student/speedup"]
     out["vs_baseline"] = [m[f"student/vs_baseline/{k}"] for k in ("difference", "low", "high")]
+    out["vs_baseline_per_set"] = {q.split("/")[0]: [m[f"student/vs_baseline/{q.split('/')[0]}/{k}"]
+                                                    for k in ("difference", "low", "high")]
+                                  for q in quality if f"student/vs_baseline/{q.split('/')[0]}/low" in m}
     out["variants"] = {k: v for k, v in m.items() if k.startswith(("student_dim", "asymmetric/"))
                        and (k.endswith(tuple(quality)) or "retained_pct" in k or k.endswith("mean_score"))}
     return out
@@ -132,6 +135,11 @@ def table(rows: list[dict], quality: list[str]) -> list[str]:
         lines.append(f"| **{recipe}** | " + " | ".join(f"{r['student'][q]:.2f}" for q in quality)
                      + f" | {r['student']['mean_score']:.2f} | {r['retained_pct']:.2f} | {r['speedup']:.2f}x"
                      + f" | {diff:+.2f} [{low:+.2f}, {high:+.2f}] |")
+        per_set = r.get("vs_baseline_per_set") or {}
+        if per_set:
+            cells = [per_set.get(n) for n in names]
+            lines.append(f"| &nbsp;&nbsp;{recipe}: distilled − undistilled per set | " + " | ".join(
+                "" if c is None else f"{c[0]:+.2f} [{c[1]:+.2f}, {c[2]:+.2f}]" for c in cells) + " | | | | |")
         variants = r["variants"]
         prefixes = sorted({k.split("/")[0] for k in variants if k.startswith("student_dim")},
                           key=lambda p: -int(p.removeprefix("student_dim")))

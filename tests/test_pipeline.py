@@ -44,6 +44,11 @@ def test_metrics_are_complete_finite_and_in_range(finished_pipeline):
     assert "baseline/fid/cosine" not in flat
     low, high = flat["student/vs_baseline/low"], flat["student/vs_baseline/high"]
     assert low <= flat["student/vs_baseline/difference"] <= high
+    for key in primaries:  # each quality set's own interval, around its own difference
+        name = key.split("/")[0]
+        difference = flat[f"student/vs_baseline/{name}/difference"]
+        assert abs(difference - (flat[f"student/{key}"] - flat[f"baseline/{key}"])) < 1e-3, name
+        assert flat[f"student/vs_baseline/{name}/low"] <= difference <= flat[f"student/vs_baseline/{name}/high"]
     assert all(math.isfinite(v) for v in flat.values() if isinstance(v, float))
     assert flat["student/fingerprint"] == fingerprint(SentenceTransformer(params.paths.student))
     assert flat["eval/throughput_texts"] == params.eval.throughput_texts
@@ -56,6 +61,7 @@ def test_report_and_plots_written(finished_pipeline):
     first_line = report.splitlines()[0]
     assert first_line.startswith("**The distilled student")
     assert ("does NOT beat" in first_line) == (finished_pipeline[1]["student/vs_baseline/low"] <= 0)
+    assert all(f"`{name}` " in first_line.split("Per set:")[1] for name in ("headlines", "topics", "clusters"))
     plots = Path(params.paths.plots)
     for name in ("eval/speed_quality.png", "eval/fidelity.png", "eval/fidelity.csv", "training/train_loss.csv"):
         assert (plots / name).stat().st_size > 0, name

@@ -34,7 +34,7 @@ from distill.evaluation import (
     role_items,
     score_model,
 )
-from distill.gate import paired_bootstrap
+from distill.gate import Interval, paired_bootstrap
 from distill.models import load_model, model_info
 from distill.readers import load_corpus, load_corpus_summary
 from distill.report import write_outputs
@@ -163,14 +163,15 @@ def run(params: Params) -> dict[str, float | str]:
         })
 
     registry = params.registry
-    versus_baseline = paired_bootstrap(
-        role_items(items, "student", params.eval.sets),
-        role_items(items, "baseline", params.eval.sets),
-        primary_sets(params.eval.sets, registry.primary_metric),
-        registry.bootstrap_resamples,
-        registry.confidence,
-        params.seed,
-    )
+    student_items, baseline_items = (role_items(items, role, params.eval.sets) for role in ("student", "baseline"))
+
+    def versus(sets) -> Interval:
+        return paired_bootstrap(student_items, baseline_items, sets, registry.bootstrap_resamples,
+                                registry.confidence, params.seed)
+
+    versus_baseline = versus(primary_sets(params.eval.sets, registry.primary_metric))
+    # Each quality set's own interval too: where a difference comes from (the gate reads the primary one).
+    versus_per_set = {name: versus([(name, on)]) for name, on in primary_sets(params.eval.sets, "mean_score")}
     summary = load_corpus_summary(params.paths.prepared)
     flat: dict[str, float | str] = {
         f"{role}/{key}": value for role, scores in results.items() for key, value in scores.items()
@@ -179,6 +180,8 @@ def run(params: Params) -> dict[str, float | str]:
     flat.update(variant_metrics(encoders["student"], teacher, evaluators, results["teacher"],
                                 load_distillation_info(student_path)))
     flat.update({f"student/vs_baseline/{k}": v for k, v in versus_baseline.as_dict().items()})
+    flat.update({f"student/vs_baseline/{name}/{k}": interval.as_dict()[k] for name, interval in versus_per_set.items()
+                 for k in ("difference", "low", "high")})
     flat.update({
         "eval/threads": float(torch.get_num_threads()),
         "eval/batch_size": float(params.eval.batch_size),

@@ -28,10 +28,23 @@ def verdict(params: Params, flat: dict, versus_baseline: Interval) -> str:
     metric = params.registry.primary_metric
     values = f"{flat[f'student/{metric}']:.2f} vs {flat[f'baseline/{metric}']:.2f}"
     if versus_baseline.low > params.registry.min_improvement:
-        return (f"**The distilled student beats the undistilled student beyond noise** on `{metric}`: {values}, "
+        line = (f"**The distilled student beats the undistilled student beyond noise** on `{metric}`: {values}, "
                 f"difference {versus_baseline}.")
-    return (f"**The distilled student does NOT beat the undistilled student beyond noise** on `{metric}`: {values}, "
-            f"difference {versus_baseline}. The registry gate will not promote it.")
+    else:
+        line = (f"**The distilled student does NOT beat the undistilled student beyond noise** on `{metric}`: "
+                f"{values}, difference {versus_baseline}. The registry gate will not promote it.")
+    return line + per_set_differences(flat)
+
+
+def per_set_differences(flat: dict) -> str:
+    """Each quality set's own distilled − undistilled interval, where evaluate wrote them."""
+    names = [k.split("/")[2] for k in flat if k.startswith("student/vs_baseline/") and k.endswith("/difference")
+             and k.count("/") == 3]
+    if not names:
+        return ""
+    cells = [f"`{n}` {flat[f'student/vs_baseline/{n}/difference']:+.2f} [{flat[f'student/vs_baseline/{n}/low']:+.2f}, "
+             f"{flat[f'student/vs_baseline/{n}/high']:+.2f}]" for n in names]
+    return " Per set: " + "; ".join(cells) + "."
 
 
 def results_table(params: Params, flat: dict) -> pd.DataFrame:
