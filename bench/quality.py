@@ -91,6 +91,10 @@ def main() -> int:
         f"distilled - undistilled, {params.registry.primary_metric} over STS-B test + MS MARCO + DBpedia "
         f"(paired bootstrap, {params.registry.bootstrap_resamples} resamples): {m['student/vs_baseline/difference']:+.2f} "
         f"[{m['student/vs_baseline/low']:+.2f}, {m['student/vs_baseline/high']:+.2f}]")
+    lines.append("per set: " + "; ".join(
+        f"{name} {m[f'student/vs_baseline/{name}/difference']:+.2f} [{m[f'student/vs_baseline/{name}/low']:+.2f}, "
+        f"{m[f'student/vs_baseline/{name}/high']:+.2f}]" for name in ("stsb_test", "msmarco", "dbpedia")
+        if f"student/vs_baseline/{name}/low" in m))
     for name in ("msmarco", "dbpedia"):
         if f"asymmetric/{name}/ndcg@10" in m:
             lines.append(f"asymmetric (distilled queries x teacher documents) {name}: nDCG@10 "
