@@ -109,9 +109,9 @@ def row(recipe: str, params, m: dict) -> dict:
     out["retained_pct"] = m["student/retained_pct/mean_score"]
     out["speedup"] = m["student/speedup"]
     out["vs_baseline"] = [m[f"student/vs_baseline/{k}"] for k in ("difference", "low", "high")]
-    out["vs_baseline_per_set"] = {q.split("/")[0]: [m[f"student/vs_baseline/{q.split('/')[0]}/{k}"]
-                                                    for k in ("difference", "low", "high")]
-                                  for q in quality if f"student/vs_baseline/{q.split('/')[0]}/low" in m}
+    names = [q.split("/")[0] for q in quality]
+    out["vs_baseline_per_set"] = {n: [m[f"student/vs_baseline/{n}/{k}"] for k in ("difference", "low", "high")]
+                                  for n in names if f"student/vs_baseline/{n}/low" in m}
     out["variants"] = {k: v for k, v in m.items() if k.startswith(("student_dim", "asymmetric/"))
                        and (k.endswith(tuple(quality)) or "retained_pct" in k or k.endswith("mean_score"))}
     return out

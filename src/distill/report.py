@@ -33,13 +33,12 @@ def verdict(params: Params, flat: dict, versus_baseline: Interval) -> str:
     else:
         line = (f"**The distilled student does NOT beat the undistilled student beyond noise** on `{metric}`: "
                 f"{values}, difference {versus_baseline}. The registry gate will not promote it.")
-    return line + per_set_differences(flat)
+    return line + per_set_differences(params, flat)
 
 
-def per_set_differences(flat: dict) -> str:
-    """Each quality set's own distilled − undistilled interval, where evaluate wrote them."""
-    names = [k.split("/")[2] for k in flat if k.startswith("student/vs_baseline/") and k.endswith("/difference")
-             and k.count("/") == 3]
+def per_set_differences(params: Params, flat: dict) -> str:
+    """Each quality set's own distilled − undistilled interval (evaluate writes one per quality set)."""
+    names = [s.name for s in params.eval.sets if is_quality_set(s) and f"student/vs_baseline/{s.name}/low" in flat]
     if not names:
         return ""
     cells = [f"`{n}` {flat[f'student/vs_baseline/{n}/difference']:+.2f} [{flat[f'student/vs_baseline/{n}/low']:+.2f}, "
