@@ -19,11 +19,10 @@ from distill.models import load_model
 from distill.readers import load_candidates
 from distill.scoring import cached_scores, load_reranker
 from tests.conftest import needs_cuda, write_tiny_params
-from tests.tiny_models import tiny_bert_embedder, tiny_causal_lm, tiny_decoder_embedder
+from tests.tiny_models import INSTRUCTION, tiny_bert_embedder, tiny_causal_lm, tiny_decoder_embedder
 
 pytestmark = needs_cuda
 
-INSTRUCTION = "Instruct: Given a news headline, retrieve passages of its article\nQuery: "
 TEXTS = ["the bank raised rates", "a late goal won the cup final for the home side",
          "the minister resigned after the vote", "a new phone with a larger screen goes on sale next week"]
 

@@ -16,9 +16,7 @@ from distill.models import load_model, resolve_model
 from distill.readers import load_candidates
 from distill.scoring import cached_scores, load_reranker
 from tests.conftest import write_tiny_params
-from tests.tiny_models import tiny_causal_lm, tiny_cross_encoder, tiny_decoder_embedder
-
-INSTRUCTION = "Instruct: Given a news headline, retrieve passages of its article\nQuery: "
+from tests.tiny_models import INSTRUCTION, tiny_causal_lm, tiny_cross_encoder, tiny_decoder_embedder
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,8 @@ from transformers import (
 from distill.readers import bbc_dir
 
 SPECIALS = ["<pad>", "<unk>", "<eos>"]
+# The query instruction of an e5-mistral-style decoder teacher (documents get none).
+INSTRUCTION = "Instruct: Given a news headline, retrieve passages of its article\nQuery: "
 
 
 def word_tokenizer(path: Path, documents: int = 300) -> PreTrainedTokenizerFast:
