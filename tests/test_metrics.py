@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 
 from distill import metrics
-from distill.config import LabelledSet, StsSet
+from distill.errors import DataError
+from distill.config import ClassificationSet, ClusteringSet, StsSet
 from distill.evaluation import ClassificationEvaluator, ClusteringEvaluator, RetrievalEvaluator, StsEvaluator
 from tests.test_evaluation import beir
 
@@ -65,7 +66,48 @@ def test_probe_and_clustering_on_separable_data():
     labels = [str(i % 3) for i in range(60)]
     frame = pd.DataFrame({"text": [f"t{i}" for i in range(60)], "label": labels, "doc_id": [f"d{i}" for i in range(60)]})
     vectors = {f"t{i}": np.eye(3)[int(labels[i])] * 10 + rng.normal(size=3) for i in range(60)}
-    probe = ClassificationEvaluator.load(LabelledSet(name="c", type="classification"), frame, 0, "passage")
-    clusters = ClusteringEvaluator.load(LabelledSet(name="k", type="clustering"), frame, 0, "passage")
+    probe = ClassificationEvaluator.load(ClassificationSet(name="c", type="classification"), frame, 0, "passage")
+    clusters = ClusteringEvaluator.load(ClusteringSet(name="k", type="clustering"), frame, 0, "passage")
     assert probe(FixedEncoder(vectors)).scores["accuracy"] == 100.0
     assert clusters(FixedEncoder(vectors)).scores["v_measure"] == pytest.approx(100.0)
+
+
+def labelled_frame(n: int, labels: list[str]) -> pd.DataFrame:
+    return pd.DataFrame({"text": [f"t{i}" for i in range(n)], "label": labels, "doc_id": [f"d{i}" for i in range(n)]})
+
+
+def test_probe_predicts_each_text_from_folds_without_its_document():
+    # Each text has its own one-hot feature and a random label: a probe that saw the text would
+    # recall its label; one that never saw it can only guess.
+    rng = np.random.default_rng(3)
+    labels = [str(x) for x in rng.integers(0, 3, size=90)]
+    vectors = {f"t{i}": np.eye(90)[i] for i in range(90)}
+    for folds in (2, 3):
+        spec = ClassificationSet(name="c", type="classification", folds=folds)
+        result = ClassificationEvaluator.load(spec, labelled_frame(90, labels), 0, "passage")(FixedEncoder(vectors))
+        assert len(result.items["correct"]) == 90  # every text is a test item
+        assert result.scores["accuracy"] < 60
+
+
+def test_probe_folds_must_each_leave_two_labels_to_train_on():
+    spec = ClassificationSet(name="c", type="classification", folds=3)
+    with pytest.raises(DataError, match=r"eval set c: 3 documents do not fill 3 folds"):
+        ClassificationEvaluator.load(spec, labelled_frame(3, ["a", "b", "a"]), 0, "passage")
+
+
+def test_clustering_averages_seeded_kmeans_fits():
+    rng = np.random.default_rng(4)
+    labels = [str(i % 4) for i in range(80)]
+    x = np.eye(4)[[int(label) for label in labels]] * 1.5 + rng.normal(size=(80, 4))  # overlapping topics
+    vectors = {f"t{i}": x[i] for i in range(80)}
+    label_ids = np.array([int(label) for label in labels])
+    spec = ClusteringSet(name="k", type="clustering", kmeans_runs=5)
+    result = ClusteringEvaluator.load(spec, labelled_frame(80, labels), 7, "passage")(FixedEncoder(vectors))
+    fits = [metrics.v_measure(label_ids, metrics.kmeans_assignment(x.astype(np.float32), 4, 7 + run))
+            for run in range(5)]
+    assert len(set(np.round(fits, 6))) > 1  # the seeds disagree: one fit alone would be luck
+    assert result.items["cluster"].shape == (80, 5)
+    assert result.scores["v_measure"] == pytest.approx(np.mean(fits))
+    resample = rng.integers(0, 80, 80)
+    assert ClusteringEvaluator.primary_on(result.items, resample) == pytest.approx(np.mean(
+        [metrics.v_measure(label_ids[resample], result.items["cluster"][resample, run]) for run in range(5)]))

@@ -28,7 +28,16 @@ import pandas as pd
 import pytrec_eval
 
 from distill import metrics
-from distill.config import EvalSet, FidelitySet, LabelledSet, LongSet, RetrievalSet, StsSet, is_quality_set
+from distill.config import (
+    ClassificationSet,
+    EvalSet,
+    FidelitySet,
+    LabelledSet,
+    LongSet,
+    RetrievalSet,
+    StsSet,
+    is_quality_set,
+)
 from distill.encoding import Encoder
 from distill.errors import DataError
 from distill.longdocs import LongDocument, TokenCounter, documents_at_length, filler_sentences, needles, pass_keys
@@ -214,20 +223,13 @@ class TitleRetrievalEvaluator(RetrievalEvaluator):
 
 
 class LabelledEvaluator(Evaluator):
-    """Labelled texts split by document into a probe-train half and a test half."""
+    """Labelled texts, one per held-out document or one per row of a file."""
 
     uses_heldout = True
 
     def __init__(self, spec: LabelledSet, frame: pd.DataFrame, seed: int, text_type: str) -> None:
         super().__init__(spec)
-        self.seed, self.text_type = seed, text_type
-        in_train = frame["doc_id"].map(lambda doc: seeded_fraction(seed, "probe", str(doc)) < 0.5).astype(bool)
-        self.train, self.test = frame[in_train], frame[~in_train]
-        if self.train["label"].nunique() < 2 or self.test.empty:
-            raise DataError(
-                f"eval set {spec.name}: too few documents ({len(frame)}) to split into a probe-train half with "
-                "at least 2 labels and a test half; use more held-out documents or a labelled file"
-            )
+        self.frame, self.seed, self.text_type = frame.reset_index(drop=True), seed, text_type
 
     @classmethod
     def load(cls, spec, heldout, seed, text_type):
@@ -263,24 +265,40 @@ class LabelledEvaluator(Evaluator):
         return cls(spec, frame, seed, text_type)
 
     def texts(self):
-        return self.train["text"].tolist() + self.test["text"].tolist()
+        return self.frame["text"].tolist()
 
     def data_files(self):
         return [Path(self.spec.path)] if self.spec.path else []
 
-    def _encode(self, encoder: Encoder, frame: pd.DataFrame) -> np.ndarray:
-        return encoder.encode(frame["text"].tolist(), self.text_type, desc=f"{encoder.name} {self.name}")
+    def _encode(self, encoder: Encoder) -> np.ndarray:
+        return encoder.encode(self.texts(), self.text_type, desc=f"{encoder.name} {self.name}")
 
 
 class ClassificationEvaluator(LabelledEvaluator):
-    """Accuracy ×100 of a logistic-regression probe on the embeddings (as MTEB does)."""
+    """Accuracy ×100 of a logistic-regression probe on the embeddings (as MTEB does), cross-fitted over
+    seeded folds of documents: every text is predicted by a probe that never saw its document."""
+
+    def __init__(self, spec: ClassificationSet, frame: pd.DataFrame, seed: int, text_type: str) -> None:
+        super().__init__(spec, frame, seed, text_type)
+        self.fold = np.array([int(seeded_fraction(seed, "probe", str(doc)) * spec.folds) for doc in self.frame["doc_id"]])
+        for fold in range(spec.folds):
+            train_labels, test_size = self.frame["label"][self.fold != fold], int((self.fold == fold).sum())
+            if train_labels.nunique() < 2 or not test_size:
+                raise DataError(
+                    f"eval set {spec.name}: {len(frame)} documents do not fill {spec.folds} folds that each hold "
+                    f"test texts and leave at least 2 labels to train on (fold {fold}: {test_size} texts); use more "
+                    "held-out documents, a labelled file, or fewer folds"
+                )
 
     def __call__(self, encoder, reference=None, to_reference_space=None):
-        predicted = metrics.probe_predictions(
-            self._encode(encoder, self.train), self.train["label"].tolist(), self._encode(encoder, self.test), self.seed
-        )
-        items = {"correct": (predicted == self.test["label"].to_numpy()).astype(np.float64)}
-        return SetResult({"accuracy": self.primary_on(items, np.arange(len(predicted)))}, items)
+        embeddings, labels = self._encode(encoder), self.frame["label"].to_numpy()
+        predicted = np.empty(len(labels), dtype=object)
+        for fold in range(self.spec.folds):
+            test = self.fold == fold
+            predicted[test] = metrics.probe_predictions(embeddings[~test], labels[~test].tolist(), embeddings[test],
+                                                        self.seed)
+        items = {"correct": (predicted == labels).astype(np.float64)}
+        return SetResult({"accuracy": self.primary_on(items, np.arange(len(labels)))}, items)
 
     @staticmethod
     def primary_on(items, index):
@@ -288,19 +306,22 @@ class ClassificationEvaluator(LabelledEvaluator):
 
 
 class ClusteringEvaluator(LabelledEvaluator):
-    """V-measure ×100 of k-means (k = number of labels) on all the set's texts."""
+    """V-measure ×100 of k-means (k = number of labels) on all the set's texts, averaged over
+    ``kmeans_runs`` fits with seeds ``seed``, ``seed + 1``, …; the items keep every fit's assignment,
+    so a bootstrap resample re-scores all of them."""
 
     def __call__(self, encoder, reference=None, to_reference_space=None):
-        frame = pd.concat([self.train, self.test])
-        labels = frame["label"].astype(str).tolist()
-        assignment = metrics.kmeans_assignment(self._encode(encoder, frame), len(set(labels)), self.seed)
-        label_ids = np.unique(labels, return_inverse=True)[1]
-        items = {"cluster": assignment, "label": label_ids}
-        return SetResult({"v_measure": self.primary_on(items, np.arange(len(labels)))}, items)
+        embeddings = self._encode(encoder)
+        label_ids = np.unique(self.frame["label"].astype(str), return_inverse=True)[1]
+        k = int(label_ids.max()) + 1
+        runs = [metrics.kmeans_assignment(embeddings, k, self.seed + run) for run in range(self.spec.kmeans_runs)]
+        items = {"cluster": np.stack(runs, axis=1), "label": label_ids}  # cluster: (texts, runs)
+        return SetResult({"v_measure": self.primary_on(items, np.arange(len(label_ids)))}, items)
 
     @staticmethod
     def primary_on(items, index):
-        return metrics.v_measure(items["label"][index], items["cluster"][index])
+        clusters = items["cluster"].reshape(len(items["cluster"]), -1)[index]  # 1-D: items of one fit
+        return float(np.mean([metrics.v_measure(items["label"][index], run) for run in clusters.T]))
 
 
 class LongDocumentEvaluator(Evaluator):
