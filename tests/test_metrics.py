@@ -3,6 +3,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.metrics import v_measure_score
 
 from distill import metrics
 from distill.errors import DataError
@@ -103,11 +104,20 @@ def test_clustering_averages_seeded_kmeans_fits():
     label_ids = np.array([int(label) for label in labels])
     spec = ClusteringSet(name="k", type="clustering", kmeans_runs=5)
     result = ClusteringEvaluator.load(spec, labelled_frame(80, labels), 7, "passage")(FixedEncoder(vectors))
-    fits = [metrics.v_measure(label_ids, metrics.kmeans_assignment(x.astype(np.float32), 4, 7 + run))
+    fits = [100 * v_measure_score(label_ids, metrics.kmeans_assignment(x.astype(np.float32), 4, 7 + run))
             for run in range(5)]
     assert len(set(np.round(fits, 6))) > 1  # the seeds disagree: one fit alone would be luck
     assert result.items["cluster"].shape == (80, 5)
     assert result.scores["v_measure"] == pytest.approx(np.mean(fits))
     resample = rng.integers(0, 80, 80)
     assert ClusteringEvaluator.primary_on(result.items, resample) == pytest.approx(np.mean(
-        [metrics.v_measure(label_ids[resample], result.items["cluster"][resample, run]) for run in range(5)]))
+        [100 * v_measure_score(label_ids[resample], result.items["cluster"][resample, run]) for run in range(5)]))
+
+
+@pytest.mark.parametrize("classes,clusters", [(5, 5), (3, 7), (1, 4), (4, 1), (1, 1)])
+def test_v_measures_equal_sklearn(classes, clusters):
+    rng = np.random.default_rng(classes * 10 + clusters)
+    labels = rng.integers(0, classes, 60)
+    fits = np.stack([rng.integers(0, clusters, 60), labels % clusters, np.zeros(60, dtype=int)], axis=1)
+    expected = [100 * v_measure_score(labels, fits[:, run]) for run in range(fits.shape[1])]
+    assert metrics.v_measures(labels, fits) == pytest.approx(expected, abs=1e-9)

@@ -321,7 +321,7 @@ class ClusteringEvaluator(LabelledEvaluator):
     @staticmethod
     def primary_on(items, index):
         clusters = items["cluster"].reshape(len(items["cluster"]), -1)[index]  # 1-D: items of one fit
-        return float(np.mean([metrics.v_measure(items["label"][index], run) for run in clusters.T]))
+        return float(metrics.v_measures(items["label"][index], clusters).mean())
 
 
 class LongDocumentEvaluator(Evaluator):

@@ -10,7 +10,6 @@ import numpy as np
 from scipy.stats import spearmanr
 from sklearn.cluster import KMeans
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import v_measure_score
 
 
 def normalize_rows(x: np.ndarray) -> np.ndarray:
@@ -49,8 +48,27 @@ def kmeans_assignment(x: np.ndarray, k: int, seed: int) -> np.ndarray:
     return KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(normalize_rows(x))
 
 
-def v_measure(labels: np.ndarray, clusters: np.ndarray) -> float:
-    return float(v_measure_score(labels, clusters) * 100)
+def v_measures(labels: np.ndarray, clusterings: np.ndarray) -> np.ndarray:
+    """V-measure ×100 (Rosenberg & Hirschberg, 2007; sklearn's ``v_measure_score``) of each column of
+    ``clusterings`` (texts × fits, ids ``0..k-1``) against integer ``labels``, from one contingency
+    table per fit: a bootstrap scores thousands of resamples × fits, and sklearn's per-call
+    validation would dominate the evaluate step."""
+    n, fits = clusterings.shape
+    classes, clusters = int(labels.max()) + 1, int(clusterings.max()) + 1
+    flat = (np.arange(fits)[None, :] * classes + labels[:, None]) * clusters + clusterings
+    joint = np.bincount(flat.ravel(), minlength=fits * classes * clusters).reshape(fits, classes, clusters) / n
+
+    def entropy(p: np.ndarray, axis: tuple[int, ...]) -> np.ndarray:
+        return -np.sum(np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0), axis=axis)
+
+    h_joint = entropy(joint, (1, 2))
+    h_class, h_cluster = entropy(joint.sum(axis=2), (1,)), entropy(joint.sum(axis=1), (1,))
+    # homogeneity = 1 - H(class | cluster) / H(class); completeness = 1 - H(cluster | class) / H(cluster);
+    # either is 1 where its entropy is 0, as in sklearn.
+    homogeneity = np.where(h_class > 0, 1 - (h_joint - h_cluster) / np.where(h_class > 0, h_class, 1.0), 1.0)
+    completeness = np.where(h_cluster > 0, 1 - (h_joint - h_class) / np.where(h_cluster > 0, h_cluster, 1.0), 1.0)
+    total = homogeneity + completeness
+    return np.where(total > 0, 2 * homogeneity * completeness / np.where(total > 0, total, 1.0), 0.0) * 100
 
 
 def pairwise_cosines(x: np.ndarray) -> np.ndarray:
