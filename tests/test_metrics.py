@@ -83,17 +83,20 @@ def test_probe_predicts_each_text_from_folds_without_its_document():
     rng = np.random.default_rng(3)
     labels = [str(x) for x in rng.integers(0, 3, size=90)]
     vectors = {f"t{i}": np.eye(90)[i] for i in range(90)}
-    for folds in (2, 3):
-        spec = ClassificationSet(name="c", type="classification", folds=folds)
+    for folds, repeats in ((2, 1), (3, 4)):
+        spec = ClassificationSet(name="c", type="classification", folds=folds, repeats=repeats)
         result = ClassificationEvaluator.load(spec, labelled_frame(90, labels), 0, "passage")(FixedEncoder(vectors))
-        assert len(result.items["correct"]) == 90  # every text is a test item
-        assert result.scores["accuracy"] < 60
+        correct = result.items["correct"]
+        assert len(correct) == 90  # every text is a test item
+        assert np.allclose(correct * repeats, np.round(correct * repeats))  # the fraction of repeats right
+        assert result.scores["accuracy"] == pytest.approx(100 * correct.mean()) and result.scores["accuracy"] < 60
 
 
 def test_probe_folds_must_each_leave_two_labels_to_train_on():
-    spec = ClassificationSet(name="c", type="classification", folds=3)
-    with pytest.raises(DataError, match=r"eval set c: 3 documents do not fill 3 folds"):
-        ClassificationEvaluator.load(spec, labelled_frame(3, ["a", "b", "a"]), 0, "passage")
+    # Two documents: whichever fold holds one leaves a single label to train on.
+    spec = ClassificationSet(name="c", type="classification", folds=2)
+    with pytest.raises(DataError, match=r"eval set c: 2 documents are too few for 2 folds: outside fold"):
+        ClassificationEvaluator.load(spec, labelled_frame(2, ["a", "b"]), 0, "passage")
 
 
 def test_clustering_averages_seeded_kmeans_fits():

@@ -276,28 +276,33 @@ class LabelledEvaluator(Evaluator):
 
 class ClassificationEvaluator(LabelledEvaluator):
     """Accuracy ×100 of a logistic-regression probe on the embeddings (as MTEB does), cross-fitted over
-    seeded folds of documents: every text is predicted by a probe that never saw its document."""
+    seeded folds of documents, ``repeats`` times with fresh folds: every text is predicted by probes
+    that never saw its document, and its item is the fraction of repeats that got it right."""
 
     def __init__(self, spec: ClassificationSet, frame: pd.DataFrame, seed: int, text_type: str) -> None:
         super().__init__(spec, frame, seed, text_type)
-        self.fold = np.array([int(seeded_fraction(seed, "probe", str(doc)) * spec.folds) for doc in self.frame["doc_id"]])
-        for fold in range(spec.folds):
-            train_labels, test_size = self.frame["label"][self.fold != fold], int((self.fold == fold).sum())
-            if train_labels.nunique() < 2 or not test_size:
+        # folds[r, i]: the fold of text i in repeat r
+        self.folds = np.array([[int(seeded_fraction(seed, f"probe/{repeat}", str(doc)) * spec.folds)
+                                for doc in self.frame["doc_id"]] for repeat in range(spec.repeats)])
+        for repeat, fold in np.ndindex(spec.repeats, spec.folds):  # an empty fold predicts nothing: no check
+            test = self.folds[repeat] == fold
+            if test.any() and self.frame["label"][~test].nunique() < 2:
                 raise DataError(
-                    f"eval set {spec.name}: {len(frame)} documents do not fill {spec.folds} folds that each hold "
-                    f"test texts and leave at least 2 labels to train on (fold {fold}: {test_size} texts); use more "
+                    f"eval set {spec.name}: {len(frame)} documents are too few for {spec.folds} folds: outside "
+                    f"fold {fold} of repeat {repeat} fewer than 2 labels are left to train a probe on; use more "
                     "held-out documents, a labelled file, or fewer folds"
                 )
 
     def __call__(self, encoder, reference=None, to_reference_space=None):
         embeddings, labels = self._encode(encoder), self.frame["label"].to_numpy()
-        predicted = np.empty(len(labels), dtype=object)
-        for fold in range(self.spec.folds):
-            test = self.fold == fold
-            predicted[test] = metrics.probe_predictions(embeddings[~test], labels[~test].tolist(), embeddings[test],
-                                                        self.seed)
-        items = {"correct": (predicted == labels).astype(np.float64)}
+        correct = np.zeros(len(labels))
+        for repeat, fold in np.ndindex(self.spec.repeats, self.spec.folds):
+            test = self.folds[repeat] == fold
+            if not test.any():
+                continue
+            predicted = metrics.probe_predictions(embeddings[~test], labels[~test].tolist(), embeddings[test], self.seed)
+            correct[test] += predicted == labels[test]
+        items = {"correct": correct / self.spec.repeats}
         return SetResult({"accuracy": self.primary_on(items, np.arange(len(labels)))}, items)
 
     @staticmethod

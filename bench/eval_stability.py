@@ -1,0 +1,92 @@
+"""How much the seeds of the labelled sets' protocols move their scores, and what averaging leaves.
+
+    python bench/eval_stability.py [--params FILE ...] [--set key=value ...] [--seeds 8]
+
+Run after the evaluate step: it reads the prepared corpus, the distilled student and the evaluation
+cache named in params. For the undistilled and the distilled student, and their difference, at each
+of ``--seeds`` seeds: the clustering set's V-measure from one k-means fit and from the set's
+``kmeans_runs``-fit average (disjoint fits: base seeds ``kmeans_runs`` apart); the classification
+set's accuracy from one draw of its folds and from its ``repeats``-draw average. Min, max and spread
+per row. The bootstrap interval resamples texts for fixed fits and folds, so the spread across seeds
+is noise it does not see.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from distill.config import ClassificationSet, ClusteringSet, load_params
+from distill.encoding import Encoder
+from distill.evaluation import ClassificationEvaluator, ClusteringEvaluator
+from distill.metrics import kmeans_assignment, v_measures
+from distill.models import load_model
+from distill.readers import load_corpus
+from distill.student import base_student
+
+from quality import provenance  # bench/quality.py: the script's folder is on sys.path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--params", action="append", default=[], metavar="FILE", help="layered on params.yaml")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--seeds", type=int, default=8)
+    args = parser.parse_args()
+    os.chdir(ROOT)
+    params = load_params([ROOT / "params.yaml", *args.params], args.set)
+    clustering = next((s for s in params.eval.sets if isinstance(s, ClusteringSet)), None)
+    classification = next((s for s in params.eval.sets if isinstance(s, ClassificationSet)), None)
+    if clustering is None and classification is None:
+        parser.error("params configure no clustering or classification set")
+    corpus = load_corpus(params.paths.prepared)
+    heldout, text_type = corpus[corpus["split"] == "heldout"], params.corpus.text_type
+    kwargs = dict(cache_root=Path(params.paths.eval_cache), prompts=params.student.prompts,
+                  batch_size=params.eval.batch_size, show_progress=False)
+    students = {
+        "undistilled": Encoder(model=base_student(params), name="baseline", **kwargs),
+        "distilled": Encoder(model=load_model(params.paths.student, field="paths.student"), name="student", **kwargs),
+    }
+    seeds = range(args.seeds)
+    tables = []  # (title, averaged over, {(model, averaged): scores per seed})
+    if clustering is not None:
+        evaluator = ClusteringEvaluator.load(clustering, heldout, params.seed, text_type)
+        labels = np.unique(evaluator.frame["label"].astype(str), return_inverse=True)[1]
+        k, runs = int(labels.max()) + 1, clustering.kmeans_runs
+        scores = {}
+        for name, encoder in students.items():
+            x = encoder.encode(evaluator.texts(), text_type)
+            for fits in (1, runs):
+                scores[name, fits] = np.array([v_measures(labels, np.stack(
+                    [kmeans_assignment(x, k, seed * fits + r) for r in range(fits)], axis=1)).mean() for seed in seeds])
+        tables.append((f"{clustering.name}: {len(labels)} texts, k = {k}, V-measure", "k-means fits", scores))
+    if classification is not None:
+        scores = {}
+        for repeats in (1, classification.repeats):
+            spec = classification.model_copy(update={"repeats": repeats})
+            for name, encoder in students.items():
+                scores[name, repeats] = np.array([ClassificationEvaluator.load(spec, heldout, seed, text_type)(
+                    encoder).scores["accuracy"] for seed in seeds])
+        tables.append((f"{classification.name}: accuracy, {classification.folds} folds", "draws of the folds", scores))
+    print(provenance("python bench/eval_stability.py" + "".join(f" --params {p}" for p in args.params)
+                     + "".join(f" --set {s}" for s in args.set) + f" --seeds {args.seeds}"))
+    for title, averaged, scores in tables:
+        print(f"\n{title}, at {args.seeds} seeds\n")
+        print(f"| model | {averaged} per score | scores | min | max | spread |\n|---|---|---|---|---|---|")
+        counts = sorted({n for _, n in scores})
+        rows = [(name, n, scores[name, n]) for n in counts for name in students]
+        rows += [("distilled − undistilled", n, scores["distilled", n] - scores["undistilled", n]) for n in counts]
+        for name, n, values in rows:
+            print(f"| {name} | {n} | {' '.join(f'{v:.2f}' for v in values)} | {values.min():.2f} | "
+                  f"{values.max():.2f} | {values.max() - values.min():.2f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
