@@ -1,6 +1,7 @@
 """Ablation of distillation objectives and students, from one committed list of recipes.
 
     python bench/ablation.py [--config default|benchmark] [--recipes a,b,...] [--set key=value ...]
+                             [--steps evaluate]
 
 Each recipe is a set of params overrides on ``params.yaml`` (``--config benchmark`` layers
 ``params/benchmark.yaml``: STS-B test, MS MARCO and DBpedia). Every recipe runs prepare → label →
@@ -166,6 +167,8 @@ def main() -> int:
     parser.add_argument("--config", choices=["default", "benchmark"], default="default")
     parser.add_argument("--recipes", default=",".join(RECIPES), help=f"comma-separated, from: {', '.join(RECIPES)}")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="applied to every recipe")
+    parser.add_argument("--steps", default="prepare,label,train,evaluate",
+                        help="comma-separated steps per recipe; 'evaluate' re-scores each recipe's saved student")
     parser.add_argument("--out", type=Path, help="results JSON (default bench/out/ablation/<config>.json)")
     parser.add_argument("--render", type=Path, metavar="JSON",
                         help="print the table of an earlier run's bench/out/ablation/<config>.json, run nothing")
@@ -180,8 +183,12 @@ def main() -> int:
     unknown = [r for r in recipes if r not in RECIPES]
     if unknown:
         parser.error(f"unknown recipes {unknown}; choose from {list(RECIPES)}")
+    steps = args.steps.split(",")
+    if unknown_steps := [s for s in steps if s not in ("prepare", "label", "train", "evaluate")]:
+        parser.error(f"unknown steps {unknown_steps}; choose from prepare, label, train, evaluate")
     command = f"python bench/ablation.py --config {args.config} --recipes {args.recipes}" + "".join(
-        f" --set {s}" for s in args.set) + (f" --out {args.out}" if args.out else "")
+        f" --set {s}" for s in args.set) + (f" --steps {args.steps}" if args.steps != parser.get_default("steps")
+                                            else "") + (f" --out {args.out}" if args.out else "")
     started = provenance(command)  # the code that runs is the code at the start, whatever is committed later
     rows, timings = [], {}
     for index, recipe in enumerate(recipes, start=1):
@@ -189,7 +196,7 @@ def main() -> int:
         print(f"\n== recipe {index}/{len(recipes)}: {recipe} ==", flush=True)
         seconds = {}
         with pipeline_lock(params.paths.lock):
-            for step in ("prepare", "label", "train", "evaluate"):
+            for step in steps:
                 start = time.perf_counter()
                 run_step(step, params)
                 seconds[step] = round(time.perf_counter() - start, 1)
