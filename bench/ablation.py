@@ -27,6 +27,8 @@ import time
 from pathlib import Path
 
 from distill.config import CANDIDATE_OBJECTIVES, TEXT_OBJECTIVES, is_quality_set, load_params
+from distill.evaluation import PER_ITEM_FILE, load_per_item, primary_sets, role_items
+from distill.gate import paired_bootstrap
 from distill.lock import pipeline_lock
 from distill.pipeline import run_step
 
@@ -157,6 +159,27 @@ def table(rows: list[dict], quality: list[str]) -> list[str]:
     return lines
 
 
+def versus(config: str, recipes: list[str], reference: str, extra: list[str]) -> list[str]:
+    """Each recipe's distilled student − ``reference``'s on the primary metric: a paired bootstrap on
+    the per-item scores both evaluations saved (same sets, same items), as the gate compares rivals."""
+    params = recipe_params(config, reference, extra)
+    registry = params.registry
+    sets = primary_sets(params.eval.sets, registry.primary_metric)
+
+    def student_items(recipe: str):
+        metrics = Path(recipe_params(config, recipe, extra).paths.metrics)
+        return role_items(load_per_item(metrics / PER_ITEM_FILE), "student", params.eval.sets)
+
+    rival = student_items(reference)
+    lines = [f"distilled − distilled `{reference}` on {registry.primary_metric}:"]
+    for recipe in recipes:
+        if recipe != reference:
+            interval = paired_bootstrap(student_items(recipe), rival, sets, registry.bootstrap_resamples,
+                                        registry.confidence, params.seed)
+            lines.append(f"- {recipe}: {interval}")
+    return lines
+
+
 def render(path: Path, quality: list[str]) -> list[str]:
     data = json.loads(path.read_text())
     return table(data["rows"], quality)
@@ -172,15 +195,20 @@ def main() -> int:
     parser.add_argument("--out", type=Path, help="results JSON (default bench/out/ablation/<config>.json)")
     parser.add_argument("--render", type=Path, metavar="JSON",
                         help="print the table of an earlier run's bench/out/ablation/<config>.json, run nothing")
+    parser.add_argument("--versus", metavar="RECIPE",
+                        help="after the table: each recipe's distilled student against this recipe's (paired bootstrap)")
     args = parser.parse_args()
     os.chdir(ROOT)
     if args.render:
         params = recipe_params(args.config, next(iter(RECIPES)), args.set)
         print("\n".join(render(args.render, [f"{s.name}/{s.primary_metric}" for s in params.eval.sets
                                              if is_quality_set(s)])))
+        if args.versus:
+            recipes = [row["recipe"] for row in json.loads(args.render.read_text())["rows"]]
+            print("\n" + "\n".join(versus(args.config, recipes, args.versus, args.set)))
         return 0
     recipes = args.recipes.split(",")
-    unknown = [r for r in recipes if r not in RECIPES]
+    unknown = [r for r in recipes + ([args.versus] if args.versus else []) if r not in RECIPES]
     if unknown:
         parser.error(f"unknown recipes {unknown}; choose from {list(RECIPES)}")
     steps = args.steps.split(",")
@@ -214,6 +242,8 @@ def main() -> int:
         out = args.out or ROOT / f"bench/out/ablation/{args.config}.json"
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps({"command": command, "rows": rows, "timings": timings}, indent=2))
+    if args.versus:
+        print("\n" + "\n".join(versus(args.config, recipes, args.versus, args.set)))
     return 0
 
 
