@@ -22,8 +22,7 @@ import numpy as np
 
 from distill.config import ClassificationSet, ClusteringSet, load_params
 from distill.encoding import Encoder
-from distill.evaluation import ClassificationEvaluator, ClusteringEvaluator
-from distill.metrics import kmeans_assignment, v_measures
+from distill.evaluation import EVALUATORS
 from distill.models import load_model
 from distill.readers import load_corpus
 from distill.student import base_student
@@ -54,25 +53,23 @@ def main() -> int:
         "distilled": Encoder(model=load_model(params.paths.student, field="paths.student"), name="student", **kwargs),
     }
     seeds = range(args.seeds)
-    tables = []  # (title, averaged over, {(model, averaged): scores per seed})
+
+    def scores_at_seeds(spec, field: str, count: int, seed_of) -> dict[str, np.ndarray]:
+        """Each student's primary metric on ``spec`` with ``field`` set to ``count``, at every seed."""
+        varied = spec.model_copy(update={field: count})
+        return {name: np.array([EVALUATORS[spec.type].load(varied, heldout, seed_of(seed), text_type)(encoder)
+                                .scores[spec.primary_metric] for seed in seeds]) for name, encoder in students.items()}
+
+    tables = []  # (title, what is averaged, {(model, how many averaged): scores per seed})
     if clustering is not None:
-        evaluator = ClusteringEvaluator.load(clustering, heldout, params.seed, text_type)
-        labels = np.unique(evaluator.frame["label"].astype(str), return_inverse=True)[1]
-        k, runs = int(labels.max()) + 1, clustering.kmeans_runs
-        scores = {}
-        for name, encoder in students.items():
-            x = encoder.encode(evaluator.texts(), text_type)
-            for fits in (1, runs):
-                scores[name, fits] = np.array([v_measures(labels, np.stack(
-                    [kmeans_assignment(x, k, seed * fits + r) for r in range(fits)], axis=1)).mean() for seed in seeds])
-        tables.append((f"{clustering.name}: {len(labels)} texts, k = {k}, V-measure", "k-means fits", scores))
+        frame = EVALUATORS["clustering"].load(clustering, heldout, params.seed, text_type).frame
+        scores = {(name, fits): values for fits in (1, clustering.kmeans_runs)  # base seeds `fits` apart: disjoint
+                  for name, values in scores_at_seeds(clustering, "kmeans_runs", fits, lambda s: s * fits).items()}
+        tables.append((f"{clustering.name}: {len(frame)} texts, k = {frame['label'].nunique()}, V-measure",
+                       "k-means fits", scores))
     if classification is not None:
-        scores = {}
-        for repeats in (1, classification.repeats):
-            spec = classification.model_copy(update={"repeats": repeats})
-            for name, encoder in students.items():
-                scores[name, repeats] = np.array([ClassificationEvaluator.load(spec, heldout, seed, text_type)(
-                    encoder).scores["accuracy"] for seed in seeds])
+        scores = {(name, repeats): values for repeats in (1, classification.repeats)
+                  for name, values in scores_at_seeds(classification, "repeats", repeats, lambda s: s).items()}
         tables.append((f"{classification.name}: accuracy, {classification.folds} folds", "draws of the folds", scores))
     print(provenance("python bench/eval_stability.py" + "".join(f" --params {p}" for p in args.params)
                      + "".join(f" --set {s}" for s in args.set) + f" --seeds {args.seeds}"))
