@@ -325,8 +325,7 @@ class ClusteringEvaluator(LabelledEvaluator):
 
     @staticmethod
     def primary_on(items, index):
-        clusters = items["cluster"].reshape(len(items["cluster"]), -1)[index]  # 1-D: items of one fit
-        return float(metrics.v_measures(items["label"][index], clusters).mean())
+        return float(metrics.v_measures(items["label"][index], items["cluster"][index]).mean())
 
 
 class LongDocumentEvaluator(Evaluator):
