@@ -325,7 +325,8 @@ class ClusteringEvaluator(LabelledEvaluator):
 
     @staticmethod
     def primary_on(items, index):
-        return float(metrics.v_measures(items["label"][index], items["cluster"][index]).mean())
+        clusters = items["cluster"].reshape(len(items["cluster"]), -1)[index]  # 1-D: items of one fit
+        return float(metrics.v_measures(items["label"][index], clusters).mean())
 
 
 class LongDocumentEvaluator(Evaluator):
