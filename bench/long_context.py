@@ -10,13 +10,16 @@ shared with the default pipeline), trains the default short student on the same 
 - undistilled student, truncating at its native positions;
 - the same student extended by ``student.extend_positions``, untrained;
 - the short distilled student (params.yaml's recipe), truncating at its native positions;
+- the same student chunk-pooled over windows of its native length (``teacher.chunking``'s overlap and
+  pooling): what a long text costs a short model without any extension, the long student's rival;
 - the short distilled student extended, untrained: what the long tuning starts from, so the last row
   minus this one is the tuning's own effect;
 - the distilled long student;
 
 on the passkey, needle and long-document retrieval sets of params/long.yaml at each length, and on
 STS-B test (``../shared/data``; skipped with a note when absent). Texts/s at each length: every model
-encodes the same long-retrieval documents from an empty cache (chunking included for the teacher).
+encodes the same long-retrieval documents from an empty cache (chunking included), the models taking
+turns over three repeats; the median is reported.
 Prints a Markdown block for bench/RESULTS.md and writes bench/out/long/long_context.{json,png}.
 """
 
@@ -26,6 +29,7 @@ import argparse
 import dataclasses
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -37,7 +41,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from quality import provenance  # noqa: E402  bench/quality.py: the script's folder is on sys.path
 
-from distill.config import LongSet, StsSet, load_params  # noqa: E402
+from distill.config import ChunkingConfig, LongSet, StsSet, load_params  # noqa: E402
 from distill.encoding import Encoder, teacher_encoder  # noqa: E402
 from distill.evaluation import LongDocumentEvaluator, StsEvaluator, load_evaluators, score_model, set_items  # noqa: E402
 from distill.gate import paired_bootstrap  # noqa: E402
@@ -55,9 +59,11 @@ PATHS = {"prepared": OUT / "data/prepared", "mined": OUT / "data/mined", "studen
 SHORT_STUDENT = OUT / "models/short_student"
 ROWS = {"teacher": "teacher (chunk-pooled)", "undistilled": "undistilled (truncating)",
         "extended": "extended, untrained", "short": "short distilled (truncating)",
+        "short_chunked": "short distilled, chunk-pooled",
         "short_extended": "short distilled, extended, untrained", "long": "distilled long student"}
 STS_PATH = ROOT.parent / "shared/data/stsb/sts-test.csv"
-SPEED_TEXTS = 32
+SPEED_TEXTS = 16
+SPEED_REPEATS = 3
 
 
 def texts_per_second(encoder: Encoder, texts: list[str]) -> float:
@@ -109,6 +115,10 @@ def main() -> int:
         "undistilled": Encoder(model=undistilled, name="undistilled", cache_root=cache, **budget),
         "extended": Encoder(model=extended, name="extended", cache_root=cache, **budget),
         "short": Encoder(model=short, name="short", cache_root=cache, **budget),
+        # Windows of as many tokens as it reads; it caches only texts that fit, so it shares the cache with "short".
+        "short_chunked": Encoder(model=short, name="short_chunked", cache_root=cache, **budget,
+                                 chunking=ChunkingConfig(tokens=short.max_seq_length,
+                                                         overlap=params.teacher.chunking.overlap)),
         "short_extended": Encoder(model=short_extended, name="short_extended", cache_root=cache, **budget),
         "long": Encoder(model=load_model(str(params.paths.student), field="paths.student"), name="long",
                         cache_root=cache, **budget),
@@ -124,8 +134,15 @@ def main() -> int:
     # The reported long-retrieval set: the first not built for choosing recipes (heldout_half dev).
     articles = next(e for e in evaluators if isinstance(e, LongDocumentEvaluator) and e.spec.type == "long_retrieval"
                     and e.spec.heldout_half != "dev")
-    speed = {role: {n: texts_per_second(encoder, [d.text for d in articles.by_length[n][:SPEED_TEXTS]])
-                    for n in articles.spec.lengths} for role, encoder in encoders.items()}
+    # Every model at a length back to back, in an order that rotates over the repeats, so no model
+    # always runs first or last under the machine's changing load; the median of the repeats.
+    rates: dict[str, dict[int, list[float]]] = {role: {n: [] for n in articles.spec.lengths} for role in encoders}
+    roles = list(encoders)
+    for repeat in range(SPEED_REPEATS):
+        for n in articles.spec.lengths:
+            for role in roles[repeat % len(roles):] + roles[: repeat % len(roles)]:
+                rates[role][n].append(texts_per_second(encoders[role], [d.text for d in articles.by_length[n][:SPEED_TEXTS]]))
+    speed = {role: {n: statistics.median(r) for n, r in by_length.items()} for role, by_length in rates.items()}
     timings["score"] = time.perf_counter() - start
     longest = max(articles.spec.lengths)
     key = f"{articles.name}/len{longest}/ndcg@10"
@@ -153,7 +170,8 @@ def main() -> int:
         notes.append(f"long − undistilled on {evaluator.name} (all lengths, paired bootstrap): "
                      f"{interval('undistilled', evaluator)}; long − extended untrained: {interval('extended', evaluator)}; "
                      f"long − short distilled extended untrained (the tuning's effect): "
-                     f"{interval('short_extended', evaluator)}")
+                     f"{interval('short_extended', evaluator)}; long − short distilled chunk-pooled: "
+                     f"{interval('short_chunked', evaluator)}")
     long_speed, teacher_speed = speed["long"][longest], speed["teacher"][longest]
     checks = {
         f"long retrieval @{longest}: long {scores['long'][key]:.1f} vs truncating {scores['undistilled'][key]:.1f} "

@@ -87,7 +87,8 @@ def test_long_recipe_runs_prepare_label_train_evaluate(tmp_path):
         teacher={"chunking": {"tokens": 32, "overlap": 8}},
         student={"max_seq_length": 1024, "extend_positions": {"length": 1024}},
         corpus={"long_documents": {"documents": 6, "min_tokens": 300, "max_tokens": 600}},
-        train={"max_steps": 2, "long": {"positions_epochs": 1, "full_epochs": 1, "token_budget": 2048}},
+        train={"max_steps": 2, "long": {"positions_epochs": 1, "full_epochs": 1, "token_budget": 2048,
+                                        "query_bank": True, "own_weight": 1.0}},
         eval={"token_budget": 4096, "sets": [
             {"name": "headlines", "type": "title_retrieval"},
             {"name": "passkey", "type": "passkey", "documents": 5, "lengths": [128, 768]},

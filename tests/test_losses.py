@@ -4,7 +4,7 @@ from sentence_transformers.sentence_transformer import losses
 
 from distill.config import TrainConfig
 from distill.errors import DataError
-from distill.losses import InBatchSimilarityLoss, RelativeSimilarityLoss
+from distill.losses import InBatchSimilarityLoss, QueryDocumentSimilarityLoss, RelativeSimilarityLoss
 from distill.models import prune_layers
 from distill.train import candidate_loss
 
@@ -37,6 +37,52 @@ def test_relative_similarity_loss_follows_the_teachers_order(minilm):
     assert agree.item() == 0.0 and disagree.item() > 0.5
     tie = loss.compute_loss_from_embeddings([query, close, far], torch.tensor([[0.5, 0.5]]))
     assert tie.item() == 0.0, "no pair is ordered when the teacher ties"
+
+
+def test_query_bank_adds_fixed_queries_the_student_encodes_in_eval_mode(minilm):
+    """With a bank, the query × document term covers the batch's queries and the bank's, the bank
+    encoded by the current weights, without dropout and without gradient."""
+    normalize = torch.nn.functional.normalize
+    student = prune_layers(minilm, [0, 1])
+    queries, documents = ["markets rally", "team wins final"], ["shares rose on monday. " * 8, "the club won. " * 8]
+    bank_texts = ["phone sales slump", "election called early", "storm hits coast"]
+    teacher_queries, teacher_documents = normalize(torch.randn(5, 8), dim=-1), normalize(torch.randn(2, 8), dim=-1)
+    labels = torch.cat([teacher_queries[:2], teacher_documents], dim=1)
+    loss = QueryDocumentSimilarityLoss(student, query_bank=(bank_texts, teacher_queries[2:]))
+    student.eval()
+    value = loss([student.tokenize(queries), student.tokenize(documents)], labels)
+    with torch.no_grad():
+        q, d = (normalize(student(student.tokenize(t))["sentence_embedding"], dim=-1)
+                for t in (queries + bank_texts, documents))
+    expected = (torch.nn.functional.mse_loss(q @ d.T, teacher_queries @ teacher_documents.T)
+                + torch.nn.functional.mse_loss(d @ d.T, teacher_documents @ teacher_documents.T))
+    assert value.item() == pytest.approx(expected.item(), rel=1e-5)
+    without = QueryDocumentSimilarityLoss(student)([student.tokenize(queries), student.tokenize(documents)], labels)
+    assert without.item() != pytest.approx(value.item(), rel=1e-3)
+    student.train()
+    value = loss([student.tokenize(queries), student.tokenize(documents)], labels)
+    assert student.training, "the bank's eval-mode pass restores training mode"
+    value.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in student.parameters())
+
+
+def test_own_weight_pulls_documents_toward_the_students_pooled_embedding(minilm):
+    """The own term is zero when the document already sits on its pooled target and adds
+    ``own_weight * (1 - cos)`` otherwise; the teacher's columns come first in the labels."""
+    normalize = torch.nn.functional.normalize
+    student = prune_layers(minilm, [0, 1]).eval()
+    queries, documents = ["markets rally", "team wins final"], ["shares rose on monday. " * 8, "the club won. " * 8]
+    teacher = normalize(torch.randn(4, 8), dim=-1)
+    with torch.no_grad():
+        own = student(student.tokenize(documents))["sentence_embedding"]
+    features = [student.tokenize(queries), student.tokenize(documents)]
+    relations = QueryDocumentSimilarityLoss(student)(features, teacher.reshape(2, 16))
+    on_target = QueryDocumentSimilarityLoss(student, own_weight=2.0)(features, torch.cat([teacher.reshape(2, 16), own], 1))
+    assert on_target.item() == pytest.approx(relations.item(), abs=1e-6)
+    elsewhere = normalize(torch.randn_like(own), dim=-1)
+    off_target = QueryDocumentSimilarityLoss(student, own_weight=2.0)(features, torch.cat([teacher.reshape(2, 16), elsewhere], 1))
+    gap = 2.0 * (1 - torch.nn.functional.cosine_similarity(own, elsewhere)).mean()
+    assert off_target.item() == pytest.approx(relations.item() + gap.item(), rel=1e-5)
 
 
 def test_weighted_candidate_objectives_share_one_forward_pass(minilm):

@@ -326,12 +326,17 @@ class LongTrainConfig(_Section):
     (QueryDocumentSimilarityLoss). First ``positions_epochs`` train only the new position vectors
     (LongEmbed's tuning: the native ones stay, so short texts encode exactly as before), then
     ``full_epochs`` train everything on the long pairs mixed with the short candidate objectives.
-    Batches hold up to ``token_budget`` padded tokens, so 2k-token documents come a few at a time."""
+    Batches hold up to ``token_budget`` padded tokens, so 2k-token documents come a few at a time;
+    ``query_bank`` relates every batch's documents to all the training documents' queries, not only
+    to the batch's own few; ``own_weight`` pulls each document's embedding toward the student's own
+    chunk-pooled embedding of it (windows of its native length, before long tuning)."""
 
     positions_epochs: Float = Field(default=1.0, ge=0)
     positions_learning_rate: Float = Field(default=5e-4, gt=0)
     full_epochs: Float = Field(default=0.0, ge=0)
     token_budget: int = Field(default=8192, gt=0)
+    query_bank: bool = False
+    own_weight: Float = Field(default=0.0, ge=0)
 
     @model_validator(mode="after")
     def _check_epochs(self) -> "LongTrainConfig":

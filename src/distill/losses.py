@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 import torch
 import torch.nn.functional as F
 from sentence_transformers import SentenceTransformer
-from sentence_transformers.util import all_gather, all_gather_with_grad
+from sentence_transformers.util import all_gather, all_gather_with_grad, batch_to_device
 from torch import Tensor, nn
 
 
@@ -79,16 +79,54 @@ class QueryDocumentSimilarityLoss(_JasperLoss):
     https://arxiv.org/abs/1904.05068); long-document targets from the pooled teacher as in LongEmbed
     (https://arxiv.org/abs/2404.12096).
 
-    Inputs: ``(query, document)`` columns; labels ``(batch, 2 * teacher_dim)``: the teacher's query
-    embedding, then its document embedding. Student outputs ``(batch, any_dim)``; the loss compares
+    ``query_bank`` (texts, teacher embeddings ``(bank, teacher_dim)``) adds fixed queries to the
+    batch's own: a batch of 2k-token documents holds only a few, so the in-batch matrix alone says
+    little about where a document should sit. The student encodes the bank without gradient (in eval
+    mode, so dropout does not move the targets) at every step, so it follows the weights as they train.
+
+    ``own_weight`` adds a dense term: ``own_weight * (1 - cos)`` between the document's embedding and
+    the student's own chunk-pooled embedding of it (windows it reads natively, computed before long
+    tuning), appended to the labels. The relation terms say where the teacher puts a document; this
+    one says what the student already makes of it window by window, which reading it whole loses.
+
+    Inputs: ``(query, document)`` columns; labels ``(batch, 2 * teacher_dim [+ student_dim])``: the
+    teacher's query embedding, its document embedding, and with ``own_weight`` the student's pooled
+    one. Student outputs ``(batch, student_dim)``; the loss compares ``(batch + bank, batch)`` and
     ``(batch, batch)`` matrices.
     """
 
+    def __init__(self, model: SentenceTransformer, query_bank: tuple[list[str], Tensor] | None = None,
+                 own_weight: float = 0.0) -> None:
+        super().__init__(model)
+        self.bank_texts, self.bank_teacher = query_bank if query_bank is not None else ([], None)
+        self.own_weight = own_weight
+
+    def _student_bank(self, like: Tensor) -> Tensor:
+        training = self.model.training
+        self.model.eval()
+        with torch.no_grad():
+            features = batch_to_device(self.model.tokenize(self.bank_texts), like.device)
+            bank = self.model(features)["sentence_embedding"].to(like.dtype)
+        self.model.train(training)
+        return bank
+
     def compute_loss_from_embeddings(self, embeddings: list[Tensor], labels: Tensor) -> Tensor:
-        query, document = (F.normalize(e, dim=-1) for e in embeddings)
-        teacher_query, teacher_document = (F.normalize(t, dim=-1) for t in labels.to(query.dtype).chunk(2, dim=1))
-        return (F.mse_loss(query @ document.T, teacher_query @ teacher_document.T)
+        query, document = embeddings
+        labels = labels.to(query.dtype)
+        own = None
+        if self.own_weight:
+            labels, own = labels[:, : -document.shape[1]], labels[:, -document.shape[1]:]
+        teacher_query, teacher_document = labels.chunk(2, dim=1)
+        if self.bank_texts:
+            query = torch.cat([query, self._student_bank(query)])
+            teacher_query = torch.cat([teacher_query, self.bank_teacher.to(query.device, query.dtype)])
+        query, document, teacher_query, teacher_document = (
+            F.normalize(e, dim=-1) for e in (query, document, teacher_query, teacher_document))
+        loss = (F.mse_loss(query @ document.T, teacher_query @ teacher_document.T)
                 + F.mse_loss(document @ document.T, teacher_document @ teacher_document.T))
+        if own is not None:
+            loss = loss + self.own_weight * (1 - F.cosine_similarity(document, own, dim=-1)).mean()
+        return loss
 
 
 class RelativeSimilarityLoss(_JasperLoss):

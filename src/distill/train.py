@@ -46,8 +46,8 @@ from sklearn.decomposition import PCA
 from torch.utils.data import RandomSampler
 from transformers import set_seed
 
-from distill.config import CANDIDATE_OBJECTIVES, TEXT_OBJECTIVES, Params, TrainConfig
-from distill.encoding import pack_by_tokens, teacher_encoder
+from distill.config import CANDIDATE_OBJECTIVES, TEXT_OBJECTIVES, ChunkingConfig, Params, TrainConfig
+from distill.encoding import Encoder, pack_by_tokens, teacher_encoder
 from distill.errors import DataError
 from distill.io import atomic_dir, write_json
 from distill.lock import holder_env
@@ -222,6 +222,23 @@ def long_training_targets(params: Params, teacher) -> tuple[pd.DataFrame, np.nda
     return frame, np.hstack([queries, documents]).astype(np.float32)
 
 
+def own_pooled_embeddings(student: SentenceTransformer, texts: list[str], native: int, params: Params,
+                          scratch: str) -> np.ndarray:
+    """The extended student's chunk-pooled embeddings of ``texts``: windows of its ``native`` length (which,
+    with a table that keeps the native rows, it encodes exactly as before extension), pooled as the
+    teacher's are (``teacher.chunking``'s overlap)."""
+    extended = student.max_seq_length
+    student.max_seq_length = native
+    try:
+        overlap = params.teacher.chunking.overlap if params.teacher.chunking else ChunkingConfig().overlap
+        encoder = Encoder(model=student, name="student windows", cache_root=Path(scratch) / "own-pooled",
+                          prompts=params.student.prompts, token_budget=params.train.long.token_budget,
+                          chunking=ChunkingConfig(tokens=native, overlap=overlap))
+        return encoder.encode(texts, params.corpus.text_type, desc="student's own chunk-pooled long documents")
+    finally:
+        student.max_seq_length = extended
+
+
 def train_long(student: SentenceTransformer, params: Params, scratch: str, native: int,
                targets: tuple[pd.DataFrame, np.ndarray], short_sets: dict[str, Dataset],
                short_losses: dict[str, torch.nn.Module], short_prompts: dict, offset: int) -> list[dict]:
@@ -230,11 +247,19 @@ def train_long(student: SentenceTransformer, params: Params, scratch: str, nativ
     history with steps continuing from ``offset``."""
     config = params.train.long
     frame, labels = targets
+    prompts = params.student.prompts
+    long_prompts = {"long": {"query": prompts.get("query", ""), "document": prompts.get(params.corpus.text_type, "")}}
+    bank = None
+    if config.query_bank:
+        # Every training document's query, prompted as the trainer prompts the query column.
+        bank = ([long_prompts["long"]["query"] + q for q in frame["query"]],
+                torch.from_numpy(labels[:, : labels.shape[1] // 2]))
+    if config.own_weight:
+        labels = np.hstack([labels, own_pooled_embeddings(student, frame["text"].tolist(), native, params, scratch)])
     dataset = Dataset.from_dict({"query": frame["query"].tolist(), "document": frame["text"].tolist(),
                                  "label": labels.tolist()})
-    prompts = params.student.prompts
-    long_sets, long_losses = {"long": dataset}, {"long": QueryDocumentSimilarityLoss(student)}
-    long_prompts = {"long": {"query": prompts.get("query", ""), "document": prompts.get(params.corpus.text_type, "")}}
+    long_sets = {"long": dataset}
+    long_losses = {"long": QueryDocumentSimilarityLoss(student, query_bank=bank, own_weight=config.own_weight)}
     # Padded width: the document plus the tokenizer's special tokens.
     lengths = [int(n) + 2 for n in frame["tokens"]]
     history: list[dict] = []
