@@ -78,6 +78,7 @@ bench: setup
 	$(PY) bench/label_memory.py
 	$(PY) bench/label_dask.py
 	$(PY) bench/long_context.py
+	$(PY) bench/long_dev.py
 
 clean:
 	rm -rf data models metrics reports plots dvc.lock
