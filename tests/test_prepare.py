@@ -41,13 +41,16 @@ def test_bbc_first_units_per_document():
         assert texts.tolist() == every[every["doc_id"] == doc_id]["text"].tolist()[:2]
 
 
-def test_file_sources_clean_dedupe_and_cap(tmp_path):
+def test_file_sources_clean_dedupe_and_cap(tmp_path, monkeypatch):
+    # Relative source paths: a file's rows are documents "<path>#<row>" and the held-out split hashes them,
+    # so under an absolute tmp_path (pytest-<n> changes per run) 1 run in 5 held out none of 7 documents.
+    monkeypatch.chdir(tmp_path)
     (tmp_path / "a.txt").write_text("first text here\n\n  first   text here \nsecond one\nx\n" + "y" * 50 + "\n")
     pd.DataFrame({"body": ["from jsonl one", "from jsonl two"]}).to_json(tmp_path / "b.jsonl", orient="records", lines=True)
     pd.DataFrame({"body": ["from csv"]}).to_csv(tmp_path / "c.csv", index=False)
     pd.DataFrame({"body": ["from parquet"]}).to_parquet(tmp_path / "d.parquet")
-    sources = [{"type": "file", "path": str(tmp_path / "a.txt")}] + [
-        {"type": "file", "path": str(tmp_path / n), "column": "body"} for n in ("b.jsonl", "c.csv", "d.parquet")
+    sources = [{"type": "file", "path": "a.txt"}] + [
+        {"type": "file", "path": n, "column": "body"} for n in ("b.jsonl", "c.csv", "d.parquet")
     ]
     frame = build_corpus(corpus(sources, max_chars=20, heldout_fraction=0.2), seed=0)[0]
     texts = set(frame["text"])
@@ -87,11 +90,11 @@ def test_empty_corpus_after_cleaning(tmp_path):
         build_corpus(corpus([{"type": "file", "path": str(tmp_path / "short.txt")}]), seed=0)[0]
 
 
-def test_failed_prepare_leaves_previous_output_intact(tmp_path):
-    good = tmp_path / "good.txt"
-    good.write_text("\n".join(f"text number {i} is long enough" for i in range(20)))
+def test_failed_prepare_leaves_previous_output_intact(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # relative source paths: a seeded split that does not depend on tmp_path
+    (tmp_path / "good.txt").write_text("\n".join(f"text number {i} is long enough" for i in range(20)))
     params = params_from_dict(
-        {"paths": {"prepared": str(tmp_path / "prepared")}, "corpus": {"sources": [{"type": "file", "path": str(good)}], "min_chars": 5}}
+        {"paths": {"prepared": str(tmp_path / "prepared")}, "corpus": {"sources": [{"type": "file", "path": "good.txt"}], "min_chars": 5}}
     )
     run(params)
     before = load_corpus(params.paths.prepared)
@@ -117,9 +120,10 @@ def test_default_params_corpus_builds_from_every_bbc_file():
     assert bbc["text"].str.contains("£").any() and not bbc["text"].str.contains("\ufffd").any()
 
 
-def test_decontamination_drops_every_evaluation_text(tmp_path):
+def test_decontamination_drops_every_evaluation_text(tmp_path, monkeypatch):
     """Texts of evaluated sets and of recipe-selection sets leave the corpus, after NFKC, casefolding and
     whitespace collapsing; the count reaches summary.json."""
+    monkeypatch.chdir(tmp_path)  # relative source paths: a seeded split that does not depend on tmp_path
     row = "main-captions\tMSRvid\t2012test\t0001\t{score}\t{first}\t{second}"
     (tmp_path / "sts-test.csv").write_text(
         row.format(score=5.0, first="A man is playing a guitar.", second="A woman slices an onion.") + "\n")
@@ -130,7 +134,7 @@ def test_decontamination_drops_every_evaluation_text(tmp_path):
     sts = lambda name, path: {"name": name, "type": "sts", "path": str(tmp_path / path)}  # noqa: E731
     params = params_from_dict({
         "paths": {"prepared": str(tmp_path / "prepared")},
-        "corpus": {"sources": [{"type": "file", "path": str(tmp_path / "corpus.txt")}], "min_chars": 5,
+        "corpus": {"sources": [{"type": "file", "path": "corpus.txt"}], "min_chars": 5,
                    "heldout_fraction": 0.2, "exclude_sets": [sts("dev", "sts-dev.csv")]},
         "eval": {"sets": [sts("test", "sts-test.csv")]},
     })
