@@ -42,7 +42,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from quality import provenance  # noqa: E402  bench/quality.py: the script's folder is on sys.path
 
 from distill.config import ChunkingConfig, LongSet, StsSet, load_params  # noqa: E402
-from distill.encoding import Encoder, teacher_encoder  # noqa: E402
+from distill.encoding import Encoder, teacher_encoder, turn_order  # noqa: E402
 from distill.evaluation import LongDocumentEvaluator, StsEvaluator, load_evaluators, score_model, set_items  # noqa: E402
 from distill.gate import paired_bootstrap  # noqa: E402
 from distill.lock import pipeline_lock  # noqa: E402
@@ -134,13 +134,12 @@ def main() -> int:
     # The reported long-retrieval set: the first not built for choosing recipes (heldout_half dev).
     articles = next(e for e in evaluators if isinstance(e, LongDocumentEvaluator) and e.spec.type == "long_retrieval"
                     and e.spec.heldout_half != "dev")
-    # Every model at a length back to back, in an order that rotates over the repeats, so no model
-    # always runs first or last under the machine's changing load; the median of the repeats.
+    # Every model at a length back to back, in turn_order; the median of the repeats.
     rates: dict[str, dict[int, list[float]]] = {role: {n: [] for n in articles.spec.lengths} for role in encoders}
     roles = list(encoders)
     for repeat in range(SPEED_REPEATS):
         for n in articles.spec.lengths:
-            for role in roles[repeat % len(roles):] + roles[: repeat % len(roles)]:
+            for role in turn_order(roles, repeat):
                 rates[role][n].append(texts_per_second(encoders[role], [d.text for d in articles.by_length[n][:SPEED_TEXTS]]))
     speed = {role: {n: statistics.median(r) for n, r in by_length.items()} for role, by_length in rates.items()}
     timings["score"] = time.perf_counter() - start

@@ -1,7 +1,7 @@
 """Choosing the long recipe on long_articles_dev (never on the reported test-half sets).
 
     python bench/long_dev.py                                   # training-free rows
-    python bench/long_dev.py --tune NAME [--set key=value ...] # position tuning from the short student
+    python bench/long_dev.py --tune NAME [--set key=value ...] # long tuning from the short student
     python bench/long_dev.py --score PATH                      # a student trained elsewhere
 
 Run ``python bench/long_context.py`` first: it prepares and labels the long recipe's data and trains
@@ -11,9 +11,8 @@ params/long.yaml's ``long_articles_dev`` set (the held-out articles' dev half) a
 - the chunk-pooled teacher;
 - the short distilled student extended by each ``student.extend_positions`` method, untrained;
 - the short distilled student chunk-pooled over 256-token windows and over windows of its native length;
-- ``--tune``: the short student extended and tuned by ``train.long``'s position stage with the
-  ``--set`` overrides (``full_epochs`` mixes in the short objectives, so that stage runs in the train
-  step itself: ``python -m distill train`` with the overrides, then ``--score`` its student).
+- ``--tune``: the short student extended and tuned by ``train.long`` with the ``--set`` overrides
+  (a ``full_epochs`` stage mixes in the short candidate objectives, as the train step does).
 
 Each row is printed and appended to bench/out/long_dev/results.jsonl with its overrides.
 """
@@ -34,9 +33,9 @@ from distill.errors import DataError
 from distill.evaluation import load_evaluators, score_model
 from distill.models import load_model
 from distill.positions import extend_positions, native_length
-from distill.readers import load_corpus
+from distill.readers import load_candidates, load_corpus
 from distill.student import base_student
-from distill.train import long_training_targets, train_long
+from distill.train import candidate_objective, long_training_targets, train_long
 
 ROOT = Path(__file__).resolve().parents[1]
 LONG = Path("bench/out/long")
@@ -56,9 +55,6 @@ def main() -> int:
         raise DataError(f"{SHORT_STUDENT} holds no short student: run python bench/long_context.py first")
     params = load_params([ROOT / "params.yaml", ROOT / "params/long.yaml"],
                          [f"paths.prepared={LONG / 'data/prepared'}", f"paths.mined={LONG / 'data/mined'}"] + args.set)
-    if args.tune and params.train.long.full_epochs:
-        raise DataError("train.long.full_epochs mixes in the short objectives: run python -m distill train with the "
-                        "overrides and paths.student, then --score that student")
     heldout = load_corpus(params.paths.prepared).query("split == 'heldout'")
     teacher = teacher_encoder(params, Path(params.paths.eval_cache))
     specs = [s for s in params.eval.sets if isinstance(s, LongSet) and s.heldout_half == "dev"]
@@ -88,7 +84,11 @@ def main() -> int:
             student = load_model(str(SHORT_STUDENT), field="short student")
             native = extend_positions(student, params.student.extend_positions)
             targets = long_training_targets(params, teacher_encoder(params, params.paths.teacher_cache))
-            train_long(student, params, scratch, native, targets, {}, {}, {}, offset=0)
+            short_sets, short_losses, short_prompts = {}, {}, {}
+            if params.train.long.full_epochs:  # the full stage mixes in the short candidate objectives
+                short_sets["candidates"], short_losses["candidates"], short_prompts["candidates"] = \
+                    candidate_objective(student, params, load_candidates(params.paths.mined))
+            train_long(student, params, scratch, native, targets, short_sets, short_losses, short_prompts, offset=0)
             student.save(str(OUT / args.tune))
             row(args.tune, Encoder(model=student, name="dev tuned", **fresh))
     else:

@@ -1,6 +1,6 @@
 import numpy as np
 
-from distill.encoding import Encoder
+from distill.encoding import Encoder, turn_order
 
 
 def test_token_budget_batches_match_plain_encode(minilm, tmp_path):
@@ -56,3 +56,11 @@ def test_chunking_pools_cached_windows_by_token_count(minilm, tmp_path):
     np.testing.assert_allclose(pooled[1], encoder.raw_encode(["a short text"], "passage")[0], atol=2e-3)
     encoder.encode([long_text], "passage")
     assert encoder.misses == len(windows) + 1  # pooling again reads the cached windows
+
+
+def test_turn_order_gives_every_model_each_position_once_over_as_many_rounds():
+    roles = ["teacher", "baseline", "student"]
+    rounds = [turn_order(roles, i) for i in range(4)]
+    assert rounds[:3] == [roles, ["baseline", "student", "teacher"], ["student", "teacher", "baseline"]]
+    assert rounds[3] == roles  # the rotation wraps
+    assert all(sorted(order) == sorted(roles) for order in rounds)

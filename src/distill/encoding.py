@@ -32,6 +32,14 @@ def pack_by_tokens(lengths: list[int], token_budget: int) -> list[list[int]]:
     return batches
 
 
+def turn_order(roles: list[str], round_index: int) -> list[str]:
+    """The order in which models take their turn in round ``round_index`` of a speed measurement:
+    rotated by one each round, so that no model always runs first or last under the machine's
+    changing load."""
+    shift = round_index % len(roles)
+    return roles[shift:] + roles[:shift]
+
+
 @dataclass
 class Encoder:
     """Encodes texts of a given type with ``model`` and its prompts, through a cache under ``cache_root``."""

@@ -23,7 +23,7 @@ import torch
 
 from distill import metrics
 from distill.config import Params, is_quality_set
-from distill.encoding import Encoder, TruncatedEncoder, teacher_encoder
+from distill.encoding import Encoder, TruncatedEncoder, teacher_encoder, turn_order
 from distill.errors import DataError
 from distill.evaluation import (
     Evaluator,
@@ -44,20 +44,18 @@ from distill.student import base_student, load_distillation_info, shares_teacher
 log = logging.getLogger(__name__)
 
 
-
 def measure_throughput(
     encoders: dict[str, Encoder], texts: list[str], text_type: str, warmup: int, repeats: int
 ) -> dict[str, list[float]]:
     """Texts/s of a plain ``encode`` (no cache) per model: same texts, batch size and threads, one
-    warm-up each, then ``repeats`` rounds in which every model runs once, the order rotating so that
-    no model always runs first or last under the machine's changing load."""
+    warm-up each, then ``repeats`` rounds in which every model runs once, in :func:`turn_order`."""
     for encoder in encoders.values():
         if warmup:
             encoder.raw_encode(texts[:warmup], text_type)
     rates: dict[str, list[float]] = {role: [] for role in encoders}
     roles = list(encoders)
     for round_index in range(repeats):
-        for role in roles[round_index % len(roles):] + roles[: round_index % len(roles)]:
+        for role in turn_order(roles, round_index):
             start = time.perf_counter()
             encoders[role].raw_encode(texts, text_type)
             rates[role].append(len(texts) / (time.perf_counter() - start))

@@ -137,6 +137,17 @@ def candidate_dataset(candidates: pd.DataFrame) -> Dataset:
     return Dataset.from_dict(columns)
 
 
+def candidate_objective(student: SentenceTransformer, params: Params,
+                        candidates: pd.DataFrame) -> tuple[Dataset, torch.nn.Module, dict[str, str]]:
+    """The candidate objectives as the trainer takes them: the dataset, its loss and each column's prompt
+    (the query prompt on queries, the passage prompt on candidates)."""
+    dataset = candidate_dataset(candidates)
+    prompts = params.student.prompts
+    column_prompts = {column: prompts.get("query" if column == "query" else "passage", "")
+                      for column in dataset.column_names if column != "label"}
+    return dataset, candidate_loss(student, params.train), column_prompts
+
+
 def batch_sampler(candidate_batch_size: int, long_lengths: list[int] | None = None, token_budget: int | None = None):
     """The trainer's batch sampler with a batch size per dataset: candidate rows carry a query and all
     its passages, so they come ``candidate_batch_size`` at a time; texts come ``batch_size`` at a time;
@@ -459,11 +470,8 @@ def run(params: Params) -> Path:
                 train_losses["queries"] = train_losses["texts"]
                 dataset_prompts["queries"] = prompts.get("query", "")
         if candidates is not None:
-            train_sets["candidates"] = candidate_dataset(candidates)
-            train_losses["candidates"] = candidate_loss(student, config)
-            passage_prompt = prompts.get("passage", "")
-            dataset_prompts["candidates"] = {column: prompts.get("query", "") if column == "query" else passage_prompt
-                                             for column in train_sets["candidates"].column_names if column != "label"}
+            (train_sets["candidates"], train_losses["candidates"],
+             dataset_prompts["candidates"]) = candidate_objective(student, params, candidates)
         _check_whole_batches(config, train_sets)
         evaluated = "texts" in train_sets and bool(eval_texts)
         trainer = fit(student, params, scratch, train_sets, train_losses, dataset_prompts,
