@@ -6,7 +6,8 @@
 
 Run ``python bench/long_context.py`` first: it prepares and labels the long recipe's data and trains
 the short student under bench/out/long, which every row here starts from. The rows, scored on
-params/long.yaml's ``long_articles_dev`` set (the held-out articles' dev half) at each of its lengths:
+params/long.yaml's ``long_articles_dev`` set (the held-out articles' dev half) at each of its lengths,
+and on STS-B dev (``../shared/data/stsb``, where present), the short quality a long recipe must keep:
 
 - the chunk-pooled teacher;
 - the short distilled student extended by each ``student.extend_positions`` method, untrained;
@@ -27,10 +28,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from distill.config import ChunkingConfig, LongSet, load_params
+from distill.config import ChunkingConfig, LongSet, StsSet, load_params
 from distill.encoding import Encoder, teacher_encoder
 from distill.errors import DataError
-from distill.evaluation import load_evaluators, score_model
+from distill.evaluation import StsEvaluator, load_evaluators, score_model
 from distill.models import load_model
 from distill.positions import extend_positions, native_length
 from distill.readers import load_candidates, load_corpus
@@ -42,6 +43,7 @@ LONG = Path("bench/out/long")
 OUT = Path("bench/out/long_dev")
 SHORT_STUDENT = LONG / "models/short_student"
 METHODS = ("copy_tile", "interpolate", "grouped")
+STS_DEV = ROOT.parent / "shared/data/stsb/sts-dev.csv"
 
 
 def main() -> int:
@@ -60,6 +62,9 @@ def main() -> int:
     specs = [s for s in params.eval.sets if isinstance(s, LongSet) and s.heldout_half == "dev"]
     evaluators = load_evaluators(specs, heldout, params.seed, params.corpus.text_type,
                                  tokenizer=base_student(params, teacher.model).tokenizer)
+    if STS_DEV.is_file():  # the short quality a long recipe must keep, on STS-B's dev split
+        evaluators.append(StsEvaluator.load(StsSet(name="stsb_dev", type="sts", path=str(STS_DEV)), None, params.seed,
+                                            params.corpus.text_type))
     # Students' embeddings stay out of the shared evaluation cache: these models are not kept.
     budget = dict(cache_root=OUT / "cache", batch_size=params.eval.batch_size, token_budget=params.eval.token_budget,
                   prompts=params.student.prompts)
@@ -67,7 +72,8 @@ def main() -> int:
     def row(name: str, encoder) -> None:
         start = time.perf_counter()
         scores, _ = score_model(encoder, evaluators)
-        cells = {key: round(value, 2) for key, value in scores.items() if "/len" in key and key.endswith("ndcg@10")}
+        cells = {key: round(value, 2) for key, value in scores.items()
+                 if ("/len" in key and key.endswith("ndcg@10")) or key == "stsb_dev/spearman"}
         print(f"{name}: " + ", ".join(f"{k} {v:.2f}" for k, v in cells.items())
               + f" ({time.perf_counter() - start:.0f} s)", flush=True)
         OUT.mkdir(parents=True, exist_ok=True)
