@@ -200,6 +200,7 @@ def main() -> int:
                                              for n in evaluator.spec.lengths], marker="o", label=label)
         ax.set(xscale="log", xticks=evaluator.spec.lengths, xticklabels=evaluator.spec.lengths, xlabel="tokens",
                ylabel=evaluator.primary_metric, title=evaluator.name)
+        ax.minorticks_off()  # the log axis would label its minor ticks over the lengths
     axes[0][0].legend(fontsize=8)
     figure.tight_layout()
     (ROOT / OUT).mkdir(parents=True, exist_ok=True)
