@@ -16,7 +16,7 @@ export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM := false
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: setup run serve trigger ui stop repro test test-fast test-gpu bench clean
+.PHONY: setup run serve trigger ui stop repro test test-fast test-gpu fresh-check bench clean
 
 setup: $(STAMP)
 
@@ -61,6 +61,12 @@ repro: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+# The README's two commands as a new user types them: clone HEAD into an empty sibling folder
+# (DIR, default ../fresh-check), then `make run` and `make test` there, each timed (.ci/fresh-clone).
+DIR ?= ../fresh-check
+fresh-check:
+	bash .ci/fresh-clone $(DIR)
 
 # The quick inner loop: everything but the end-to-end runs through DVC and a served deployment.
 test-fast: setup

@@ -124,17 +124,34 @@ def git(args: list[str], cwd: Path) -> str:
     return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True).stdout
 
 
-def project_copy(target: Path) -> Path:
-    """The project's files (tracked and untracked, not ignored) in a new git repository with one
-    commit, its own git identity and a DVC remote of its own beside it (never the user's ~/.cache)."""
-    files = subprocess.run(
+def run_state(source: Path) -> list[Path]:
+    """What a run leaves in a checkout (``dvc.lock``, every output ``dvc.yaml`` names, every path of
+    ``params.yaml``'s ``paths`` section but the evaluation data): never part of a test project."""
+    from distill.lineage import LOCK_FILE, PARAMS_FILE, stage_outputs
+
+    paths = (yaml.safe_load((source / PARAMS_FILE).read_text()) or {}).get("paths") or {}
+    outputs = [value for key, value in paths.items() if key != "eval_data" and isinstance(value, str)]
+    return [source / name for name in (LOCK_FILE, *stage_outputs(source), *outputs)]
+
+
+def source_files(source: Path = ROOT) -> list[str]:
+    """The checkout's source tree: tracked files and untracked ones git does not ignore, less the
+    state a run leaves (:func:`run_state`), so a test project never starts from a user's run."""
+    names = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT, capture_output=True, text=True, check=True,
-    ).stdout.split()
-    for name in files:
-        if (ROOT / name).is_file():
-            (target / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, target / name)
+        cwd=source, capture_output=True, text=True, check=True,
+    ).stdout.splitlines()
+    state = run_state(source)
+    return [name for name in names if (source / name).is_file()
+            and not any(source / name == path or path in (source / name).parents for path in state)]
+
+
+def project_copy(target: Path, source: Path = ROOT) -> Path:
+    """The project's source tree (:func:`source_files` of ``source``) in a new git repository with one
+    commit, its own git identity and a DVC remote of its own beside it (never the user's ~/.cache)."""
+    for name in source_files(source):
+        (target / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source / name, target / name)
     git(["init", "-q"], target)
     git(["config", "user.name", "distill tests"], target)
     git(["config", "user.email", "tests@distill.invalid"], target)

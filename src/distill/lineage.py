@@ -142,7 +142,11 @@ def workspace_kept(root: Path, active: bool, keep: tuple[str, ...] = ()) -> Iter
     the DVC cache, so ``dvc status`` says what it said before. Outputs in ``keep`` stay as the run left
     them: the label cache only ever gains content-addressed shards, which would otherwise be paid for
     again by the next run that needs them (an override of teacher params leaves the label stage listed
-    by ``dvc status`` until a ``dvc repro``, which encodes nothing)."""
+    by ``dvc status`` until a ``dvc repro``, which encodes nothing).
+
+    When the DVC cache does not hold the outputs the earlier ``dvc.lock`` names (a cleared cache, a
+    lock copied from elsewhere), the run's own ``dvc.lock`` and outputs are checked out again instead,
+    so the workspace is never left empty, and the run's output says so."""
     lock = root / LOCK_FILE
     before = lock.read_bytes() if lock.is_file() else None
     try:
@@ -152,13 +156,34 @@ def workspace_kept(root: Path, active: bool, keep: tuple[str, ...] = ()) -> Iter
             if before is None:
                 lock.unlink(missing_ok=True)
             else:
-                lock.write_bytes(before)
+                after = lock.read_bytes() if lock.is_file() else None
                 kept = {Path(k).as_posix().rstrip("/") for k in keep}
+                outputs = [o for o in stage_outputs(root) if o.rstrip("/") not in kept]
+                lock.write_bytes(before)
                 try:
-                    _dvc(["checkout", "--force", *(o for o in stage_outputs(root) if o.rstrip("/") not in kept)], root)
-                except LineageError as err:  # the experiment itself is saved; say how to finish the restore
-                    log.warning("the run's experiment is saved, but restoring your outputs failed; `dvc checkout` "
-                                "(or `dvc repro`) brings them back: %s", err)
+                    _dvc(["checkout", "--force", *outputs], root)
+                except LineageError as err:
+                    _keep_run_outputs(root, after, outputs, err)
+
+
+def _keep_run_outputs(root: Path, run_lock: bytes | None, outputs: list[str], err: LineageError) -> None:
+    """The earlier lock's outputs could not be restored: put the run's lock back and check its outputs
+    out (the run committed them to the DVC cache), printed so the run's terminal shows it."""
+    lock = root / LOCK_FILE
+    message = ("the run's experiment is saved, but the outputs your earlier dvc.lock names are not all in the "
+               "DVC cache, so they cannot be restored; ")
+    if run_lock is None:
+        message += "this run wrote no dvc.lock either: `dvc repro` rebuilds the outputs"
+    else:
+        lock.write_bytes(run_lock)
+        try:
+            _dvc(["checkout", "--force", *outputs], root)
+            message += ("this run's dvc.lock and outputs are left in place instead (`dvc status` names the "
+                        "params it overrode; `dvc repro` rebuilds yours)")
+        except LineageError as again:
+            message += f"checking out this run's outputs failed too; `dvc repro` rebuilds them: {again}"
+    print(f"WARNING: {message}\n{err}", flush=True)
+    log.warning("%s", message)
 
 
 def save_experiment(root: Path, name: str) -> Experiment:

@@ -1,0 +1,72 @@
+"""Test projects never start from a user's run, and an override run's workspace handoff (`lineage.workspace_kept`)
+on a toy DVC project: the user's outputs come back from the DVC cache, and where the cache lacks them the run's
+own stay in place."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from distill.lineage import workspace_kept
+from tests.conftest import git, project_copy
+
+STAGE = {"stages": {"write": {"cmd": "python -c \"import yaml; n = yaml.safe_load(open('params.yaml'))['n']; "
+                                    "open('out.txt', 'w').write(str(n))\"",
+                              "params": ["n"], "outs": ["out.txt"]}}}
+
+
+def dvc(args: list[str], cwd: Path) -> str:
+    result = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=cwd, capture_output=True, text=True)
+    assert result.returncode == 0, f"dvc {args}:\n{result.stdout[-2000:]}{result.stderr[-2000:]}"
+    return result.stdout
+
+
+def test_test_projects_are_built_from_the_source_tree_alone(tmp_path):
+    checkout = project_copy(tmp_path / "checkout")  # stands for a user's checkout after `make run`
+    stray = ["dvc.lock", "data/prepared/corpus.parquet", "models/student/config.json", "metrics/eval.json",
+             "reports/report.md", "mlflow.db", ".prefect/serve.log", ".dvc/cache/files/md5/ab/cdef",
+             "data/teacher/manifest.json"]
+    for name in stray:
+        (checkout / name).parent.mkdir(parents=True, exist_ok=True)
+        (checkout / name).write_text("left by a run")
+    project = project_copy(tmp_path / "project", source=checkout)
+    assert not [name for name in stray if (project / name).exists()]
+    assert (project / "dvc.yaml").is_file() and (project / "src/distill/__init__.py").is_file()
+    # An untracked source file the user has not committed yet is part of the source tree.
+    (checkout / "src/distill/new_module.py").write_text("")
+    assert (project_copy(tmp_path / "again", source=checkout) / "src/distill/new_module.py").is_file()
+
+
+def toy_project(root: Path) -> Path:
+    root.mkdir()
+    git(["init", "-q"], root)
+    dvc(["init", "-q"], root)
+    (root / "params.yaml").write_text("n: 1\n")
+    (root / "dvc.yaml").write_text(yaml.safe_dump(STAGE))
+    dvc(["repro"], root)
+    return root
+
+
+def test_override_run_gives_the_users_outputs_back(tmp_path):
+    root = toy_project(tmp_path / "toy")
+    lock = (root / "dvc.lock").read_bytes()
+    with workspace_kept(root, active=True):
+        (root / "params.yaml").write_text("n: 2\n")
+        dvc(["repro"], root)
+        assert (root / "out.txt").read_text() == "2"
+    (root / "params.yaml").write_text("n: 1\n")
+    assert (root / "dvc.lock").read_bytes() == lock and (root / "out.txt").read_text() == "1"
+
+
+def test_override_run_keeps_its_own_outputs_when_the_cache_lacks_the_users(tmp_path, capsys):
+    root = toy_project(tmp_path / "toy")
+    shutil.rmtree(root / ".dvc/cache")  # the earlier lock's outputs are in no cache now
+    with workspace_kept(root, active=True):
+        (root / "params.yaml").write_text("n: 2\n")
+        dvc(["repro"], root)
+        run_lock = (root / "dvc.lock").read_bytes()
+    assert (root / "out.txt").read_text() == "2" and (root / "dvc.lock").read_bytes() == run_lock
+    out = capsys.readouterr().out
+    assert "not all in the DVC cache" in out and "left in place" in out
