@@ -3,12 +3,13 @@
     python bench/ablation.py [--config default|benchmark] [--recipes a,b,...] [--set key=value ...]
                              [--steps evaluate]
 
-Each recipe is a set of params overrides on ``params.yaml`` (``--config benchmark`` layers
-``params/benchmark.yaml``: STS-B test, MS MARCO and DBpedia). Every recipe runs prepare → label →
-train → evaluate into its own folder under ``bench/out/ablation/<config>/<recipe>``; the prepared
-corpus, the mined candidates and the teacher caches are shared, so the teacher is paid once.
-Recipes are chosen on the default config's held-out BBC sets (in-domain dev data), never on the
-benchmark's test sets. To fit this 2-core box, throughput is one round per recipe
+Each recipe is a set of params overrides on ``params.yaml`` and ``params/dev.yaml`` (``--config
+benchmark`` layers ``params/benchmark.yaml`` instead: STS-B test, MS MARCO and DBpedia). Every recipe
+runs prepare → label → train → evaluate into its own folder under
+``bench/out/ablation/<config>/<recipe>``; the prepared corpus, the mined candidates and the teacher
+caches are shared, so the teacher is paid once. Recipes are chosen on the default config, whose sets
+are on the *dev* half of the held-out BBC articles (``params/dev.yaml``), never on the test half that
+``params.yaml`` reports and never on the benchmark's test sets. To fit this 2-core box, throughput is one round per recipe
 (``eval.throughput_repeats=1``); the full three-round measurement is bench/quality.py's.
 
 Prints one Markdown table (every quality set's primary metric, mean score, retained % of the
@@ -90,7 +91,7 @@ RECIPES: dict[str, list[str]] = {
 
 
 def recipe_params(config: str, recipe: str, extra: list[str]):
-    files = [ROOT / "params.yaml"] + ([ROOT / "params/benchmark.yaml"] if config == "benchmark" else [])
+    files = [ROOT / "params.yaml", ROOT / ("params/benchmark.yaml" if config == "benchmark" else "params/dev.yaml")]
     out = f"bench/out/ablation/{config}"
     paths = {
         "prepared": f"{out}/data/prepared",

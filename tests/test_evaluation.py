@@ -73,3 +73,54 @@ def test_title_retrieval_relates_each_title_to_its_own_passages():
     with pytest.raises(DataError, match="no document titles"):
         TitleRetrievalEvaluator.load(TitleRetrievalSet(name="t", type="title_retrieval"),
                                      heldout.assign(title=None), 0, "passage")
+
+
+def test_keyword_queries_name_each_documents_own_distinctive_words():
+    import pandas as pd
+
+    from distill.config import TitleRetrievalSet
+    from distill.evaluation import TitleRetrievalEvaluator
+
+    heldout = pd.DataFrame({
+        "text": ["The rupee rose against the dollar", "Rupee traders cheered the central bank",
+                 "The striker scored twice in the final", "Fans of the striker celebrated the final"],
+        "doc_id": ["a", "a", "b", "b"],
+    })
+    spec = TitleRetrievalSet(name="k", type="title_retrieval", queries="keywords", keywords=2)
+    evaluator = TitleRetrievalEvaluator.load(spec, heldout, 0, "passage")
+    assert evaluator.queries == ["rupee bank", "final striker"]  # each document's own words, stop words out
+    assert evaluator.qrels == {"0": {"0": 1, "1": 1}, "1": {"2": 1, "3": 1}}
+    # No titles are needed for keyword queries; they are for headline queries.
+    with pytest.raises(DataError, match="no document titles"):
+        TitleRetrievalEvaluator.load(TitleRetrievalSet(name="t", type="title_retrieval"), heldout, 0, "passage")
+
+
+def test_dev_and_test_halves_share_no_document():
+    import pandas as pd
+
+    from distill.config import ClassificationSet, FidelitySet, TitleRetrievalSet
+    from distill.evaluation import heldout_documents
+    from distill.sampling import heldout_half
+
+    heldout = pd.DataFrame({"text": [f"passage {i}" for i in range(200)], "doc_id": [f"d{i // 2}" for i in range(200)],
+                            "title": [f"title {i // 2}" for i in range(200)], "label": ["x", "y"] * 100})
+    halves = {}
+    for half in ("dev", "test"):
+        specs = [TitleRetrievalSet(name=f"h_{half}", type="title_retrieval", heldout_half=half),
+                 ClassificationSet(name=f"c_{half}", type="classification", heldout_half=half),
+                 FidelitySet(name=f"f_{half}", type="fidelity", heldout_half=half)]
+        docs = {spec.name: set(heldout_documents(spec, heldout, 3)["doc_id"]) for spec in specs}
+        assert len({frozenset(d) for d in docs.values()}) == 1  # every set of a half reads the same documents
+        halves[half] = next(iter(docs.values()))
+        assert halves[half] and all(heldout_half(3, d) == half for d in halves[half])
+    assert not halves["dev"] & halves["test"] and halves["dev"] | halves["test"] == set(heldout["doc_id"])
+    everything = heldout_documents(TitleRetrievalSet(name="all", type="title_retrieval"), heldout, 3)
+    assert len(everything) == len(heldout)
+
+
+def test_a_half_of_a_file_set_is_refused():
+    from distill.config import ParamsError, params_from_dict
+
+    with pytest.raises(ParamsError, match="heldout_half chooses held-out corpus documents"):
+        params_from_dict({"eval": {"sets": [{"name": "t", "type": "classification", "path": "x.csv",
+                                              "heldout_half": "dev"}]}})

@@ -41,6 +41,23 @@ def test_bbc_first_units_per_document():
         assert texts.tolist() == every[every["doc_id"] == doc_id]["text"].tolist()[:2]
 
 
+def test_train_only_source_adds_training_text_and_leaves_the_heldout_documents_alone():
+    base = {"type": "bbc", "unit": "passage", "max_documents": 80, "max_units_per_document": 1}
+    plain = build_corpus(corpus([base], heldout_fraction=0.5, max_texts=30), seed=3)[0]
+    grown = build_corpus(corpus([base, {"type": "bbc", "unit": "passage", "max_documents": 80, "train_only": True}],
+                                heldout_fraction=0.5, max_texts=30), seed=3)[0]
+    held = lambda frame: frame[frame["split"] == "heldout"].reset_index(drop=True)  # noqa: E731
+    pd.testing.assert_frame_equal(held(plain), held(grown))  # the same evaluation documents and texts
+    train, plain_train = grown[grown["split"] == "train"], plain[plain["split"] == "train"]
+    assert len(train) > len(plain_train) + 30  # not capped by corpus.max_texts
+    assert set(plain_train["text"]) < set(train["text"])  # a shared text stays once, in its first source
+    assert not train["text"].duplicated().any()
+    # Every held-out-eligible document's text is dropped, also of documents the cap left out.
+    everything = build_corpus(corpus([{**base, "max_units_per_document": None}], heldout_fraction=0.5), seed=3)[0]
+    eligible = set(everything.loc[everything["split"] == "heldout", "doc_id"])
+    assert not set(train["doc_id"]) & eligible and "train_only" not in grown
+
+
 def test_file_sources_clean_dedupe_and_cap(tmp_path, monkeypatch):
     # Relative source paths: a file's rows are documents "<path>#<row>" and the held-out split hashes them,
     # so under an absolute tmp_path (pytest-<n> changes per run) 1 run in 5 held out none of 7 documents.

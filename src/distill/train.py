@@ -499,6 +499,7 @@ def run(params: Params) -> Path:
         "output_dim": student.get_embedding_dimension(),
         "train_texts": len(train_texts),
         "train_queries": len(candidates) if candidates is not None else 0,
+        "train_steps": max((int(h["step"]) for h in history if "step" in h), default=0),
         "objectives": {k: v for k, v in config.objectives.items() if v > 0},
         "mode": config.mode,
         "matryoshka_dims": config.matryoshka_dims,

@@ -1,0 +1,229 @@
+"""Scaling study: how much of the teacher's in-domain lead the student takes, against the
+teacher-labelled text it learns from and the training compute it spends.
+
+    python bench/scaling.py [--points a,b,...] [--steps prepare,label,train,evaluate] [--set key=value ...]
+    python bench/scaling.py --render bench/out/scaling/results.json     # table and plot of an earlier run
+
+Every point is ``params.yaml`` plus overrides: a training-text size (``default``: the corpus of
+``params.yaml``, 645 training articles, their first 2 passages; ``half`` and ``all`` add every passage
+of every second / every training-eligible BBC article through a ``train_only`` source, which never
+reads a held-out article, so every point is scored on the same documents) and an objective family:
+
+- ``queries``: the shipped recipe, MarginMSE on teacher-mined candidates of headline and inverse-cloze
+  queries, inside MatryoshkaLoss;
+- ``align``: embedding alignment only, the cosine to the teacher's embedding of every labelled
+  training passage through a least-squares-initialised projection into the teacher's space
+  (LEAF-style, https://arxiv.org/abs/2509.12539: texts only, no queries or negatives);
+- ``align+queries``: both, weight 1 each.
+
+Each point is evaluated on the test sets of ``params.yaml`` and the dev sets of ``params/dev.yaml`` at
+once (one run, the same texts for teacher, undistilled and distilled student). Recipes are chosen on
+the dev columns; the test columns report. Per half: the share of the teacher's lead the student takes,
+``(student − undistilled) / (teacher − undistilled)`` on the mean score, with the paired bootstrap
+interval of the difference divided by the lead. Cost per point: training articles, passages and
+queries, teacher-labelled texts and the teacher seconds they cost (texts x the teacher's seconds per
+text, timed on a fixed sample in this run), and training steps and seconds.
+
+Writes ``bench/out/scaling/results.json`` after every point (a long study shows its results as it
+goes), prints the table headed by commit, date, machine and command, and draws
+``bench/plots/scaling.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from distill.config import EvalConfig, is_quality_set, load_params, read_params_file
+from distill.encoding import teacher_encoder
+from distill.evaluation import PER_ITEM_FILE, load_per_item, primary_sets, role_items
+from distill.gate import paired_bootstrap
+from distill.pipeline import run_step
+from distill.readers import load_corpus, load_queries
+from distill.sampling import spread_sample
+
+from quality import provenance  # bench/quality.py: the script's folder is on sys.path
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = Path("bench/out/scaling")
+PLOT = Path("bench/plots/scaling.png")
+
+DEFAULT_SOURCE = "{type: bbc, unit: passage, max_units_per_document: 2}"
+TEXT_SIZES = {
+    "default": [],
+    "half": [f"corpus.sources=[{DEFAULT_SOURCE}, {{type: bbc, unit: passage, train_only: true, max_documents: 1112}}]"],
+    "all": [f"corpus.sources=[{DEFAULT_SOURCE}, {{type: bbc, unit: passage, train_only: true}}]"],
+}
+OBJECTIVES = {
+    "queries": [],
+    "align": ["train.objectives={cosine: 1.0}", "train.matryoshka_dims=[]"],
+    "align+queries": ["train.objectives={cosine: 1.0, margin_mse: 1.0}"],
+}
+POINTS = {f"{size}/{objective}": (size, objective) for size in TEXT_SIZES for objective in OBJECTIVES}
+TEACHER_SAMPLE = 64  # training passages timed through the teacher (no cache) for its seconds per text
+
+
+def point_params(point: str, extra: list[str]):
+    size, objective = POINTS[point]
+    data = OUT / f"data-{size}"
+    run = OUT / point.replace("/", "-")
+    paths = {"prepared": data / "prepared", "mined": data / "mined", "student": run / "student",
+             "metrics": run / "metrics", "reports": run / "reports", "plots": run / "plots"}
+    dev_sets = read_params_file(ROOT / "params/dev.yaml")["eval"]["sets"]
+    test_sets = [s.model_dump(mode="json") for s in EvalConfig().sets]
+    sets = "eval.sets=" + json.dumps(test_sets + dev_sets)
+    overrides = [f"paths.{k}={v}" for k, v in paths.items()] + [
+        sets, "eval.throughput_repeats=1", "eval.throughput_texts=64", "eval.throughput_warmup=16"]
+    return load_params([ROOT / "params.yaml"], overrides + TEXT_SIZES[size] + OBJECTIVES[objective] + extra)
+
+
+def halves(params) -> dict[str, list]:
+    quality = [s for s in params.eval.sets if is_quality_set(s)]
+    return {half: [s for s in quality if getattr(s, "heldout_half", None) == half] for half in ("dev", "test")}
+
+
+def lead_share(params, flat: dict, items: dict, specs: list) -> dict:
+    """Mean score of each role over ``specs``, and the share of the teacher's lead the student takes."""
+    means = {role: float(np.mean([flat[f"{role}/{s.name}/{s.primary_metric}"] for s in specs]))
+             for role in ("teacher", "baseline", "student")}
+    registry = params.registry
+    interval = paired_bootstrap(role_items(items, "student", specs), role_items(items, "baseline", specs),
+                                primary_sets(specs, "mean_score"), registry.bootstrap_resamples, registry.confidence,
+                                params.seed)
+    lead = means["teacher"] - means["baseline"]
+    per_set = {s.name: [flat[f"student/vs_baseline/{s.name}/{k}"] for k in ("difference", "low", "high")]
+               for s in specs if f"student/vs_baseline/{s.name}/low" in flat}
+    per_set_share = {s.name: [100 * v / (flat[f"teacher/{s.name}/{s.primary_metric}"]
+                                         - flat[f"baseline/{s.name}/{s.primary_metric}"]) for v in per_set[s.name]]
+                     for s in specs if s.name in per_set}
+    return {**means, "lead": lead, "difference": [interval.difference, interval.low, interval.high],
+            "share_pct": [100 * v / lead for v in (interval.difference, interval.low, interval.high)],
+            "per_set": per_set, "per_set_share_pct": per_set_share}
+
+
+def teacher_seconds_per_text(params) -> float:
+    """The teacher's seconds per training passage, encoding a fixed sample with no cache."""
+    corpus = load_corpus(params.paths.prepared)
+    sample = spread_sample(corpus[corpus["split"] == "train"], TEACHER_SAMPLE, params.seed, "scaling/teacher")
+    model = teacher_encoder(params, params.paths.teacher_cache).model
+    texts = sample["text"].tolist()
+    model.encode(texts[:8], batch_size=params.teacher.batch_size)  # warm-up
+    start = time.perf_counter()
+    model.encode(texts, batch_size=params.teacher.batch_size)
+    return (time.perf_counter() - start) / len(texts)
+
+
+def cost(params, seconds: dict, teacher_s_per_text: float) -> dict:
+    corpus = load_corpus(params.paths.prepared)
+    train = corpus[corpus["split"] == "train"]
+    queries = load_queries(params.paths.prepared)
+    summary = json.loads((Path(params.paths.student) / "distillation.json").read_text())
+    labelled = len(train) + len(queries)
+    return {"articles": int(train["doc_id"].nunique()), "passages": len(train), "queries": len(queries),
+            "teacher_texts": labelled, "teacher_seconds": round(labelled * teacher_s_per_text),
+            "train_steps": summary["train_steps"], "train_seconds": seconds.get("train")}
+
+
+def table(rows: list[dict]) -> list[str]:
+    lines = ["| point | articles | passages | queries | teacher texts (s) | steps | train s | dev: share of lead [95% CI] "
+             "| test: distilled − undistilled [95% CI] | test: share of lead [95% CI] | test per set: share of lead |",
+             "|---|" + "---|" * 10]
+    for r in rows:
+        c, dev, test = r["cost"], r["dev"], r["test"]
+        share = lambda h: "{:.0f}% [{:.0f}, {:.0f}]".format(*h["share_pct"])  # noqa: E731
+        per_set = ", ".join(f"{n.removeprefix('bbc_')} {v[0]:.0f}%" for n, v in test["per_set_share_pct"].items())
+        lines.append(f"| {r['point']} | {c['articles']} | {c['passages']} | {c['queries']} | {c['teacher_texts']} "
+                     f"({c['teacher_seconds']}) | {c['train_steps']} | {c['train_seconds'] or 'not run'} | {share(dev)} | "
+                     "{:+.2f} [{:+.2f}, {:+.2f}] | ".format(*test["difference"]) + f"{share(test)} | {per_set} |")
+    if rows:
+        t = rows[0]["test"]
+        lines.append(f"\nTest documents: teacher {t['teacher']:.2f}, undistilled {t['baseline']:.2f} mean score "
+                     f"(lead {t['lead']:.2f}); dev: teacher {rows[0]['dev']['teacher']:.2f}, undistilled "
+                     f"{rows[0]['dev']['baseline']:.2f}.")
+    return lines
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    frame = pd.DataFrame([{"objective": r["point"].split("/")[1], "teacher_seconds": r["cost"]["teacher_seconds"],
+                           "train_seconds": r["cost"]["train_seconds"], "share": r["test"]["share_pct"][0],
+                           "low": r["test"]["share_pct"][1], "high": r["test"]["share_pct"][2]} for r in rows])
+    for axis, x, label in ((axes[0], "teacher_seconds", "teacher seconds labelling the training text"),
+                           (axes[1], "train_seconds", "training seconds (2-core CPU)")):
+        for objective, group in frame.groupby("objective"):
+            group = group.sort_values(x)
+            axis.errorbar(group[x], group["share"], yerr=[group["share"] - group["low"], group["high"] - group["share"]],
+                          marker="o", capsize=3, label=objective)
+        axis.axhline(0, color="grey", linewidth=0.8)
+        axis.axhline(50, color="grey", linewidth=0.8, linestyle="--")
+        axis.set_xlabel(label)
+    axes[0].set_ylabel("share of the teacher's lead taken, test documents (%)")
+    axes[0].legend(title="objective")
+    fig.suptitle("Distilled − undistilled student on the test documents, over the teacher's lead (95% bootstrap)")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--points", default=",".join(POINTS), help=f"comma-separated, from: {', '.join(POINTS)}")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="applied to every point")
+    parser.add_argument("--steps", default="prepare,label,train,evaluate",
+                        help="comma-separated steps per point; 'evaluate' re-scores each point's saved student")
+    parser.add_argument("--render", type=Path, metavar="JSON", help="table and plot of an earlier run, run nothing")
+    args = parser.parse_args()
+    os.chdir(ROOT)
+    if args.render:
+        rows = json.loads(args.render.read_text())["rows"]
+        print("\n".join(table(rows)))
+        plot(rows, PLOT)
+        return 0
+    points = args.points.split(",")
+    if unknown := [p for p in points if p not in POINTS]:
+        parser.error(f"unknown points {unknown}; choose from {list(POINTS)}")
+    command = f"python bench/scaling.py --points {args.points}" + "".join(f" --set {s}" for s in args.set) + (
+        f" --steps {args.steps}" if args.steps != parser.get_default("steps") else "")
+    started = provenance(command)
+    rows: list[dict] = []
+    teacher_s_per_text = None
+    for index, point in enumerate(points, start=1):
+        params = point_params(point, args.set)
+        print(f"\n== point {index}/{len(points)}: {point} ==", flush=True)
+        seconds = {}
+        for step in args.steps.split(","):
+            start = time.perf_counter()
+            run_step(step, params)
+            seconds[step] = round(time.perf_counter() - start, 1)
+        if teacher_s_per_text is None:
+            teacher_s_per_text = teacher_seconds_per_text(params)
+        flat = json.loads((Path(params.paths.metrics) / "eval.json").read_text())
+        items = load_per_item(Path(params.paths.metrics) / PER_ITEM_FILE)
+        rows.append({"point": point, "seconds": seconds, "cost": cost(params, seconds, teacher_s_per_text),
+                     **{half: lead_share(params, flat, items, specs) for half, specs in halves(params).items()}})
+        done = "" if index == len(points) else f" (partial: {index} of {len(points)} points)"
+        print(f"\n{started}{done}; teacher {teacher_s_per_text:.3f} s per training passage\n\n" + "\n".join(table(rows)),
+              flush=True)
+        (ROOT / OUT).mkdir(parents=True, exist_ok=True)
+        (ROOT / OUT / "results.json").write_text(json.dumps(
+            {"command": command, "provenance": started, "teacher_seconds_per_text": teacher_s_per_text, "rows": rows},
+            indent=2))
+        plot(rows, ROOT / PLOT)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
