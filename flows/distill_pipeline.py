@@ -35,9 +35,9 @@ from distill import lineage
 from distill.cluster import TextSlice, encode_slice, missing_slices
 from distill.config import ClusterConfig, Params, ParamsError, load_params, parse_override, read_params_file
 from distill.encoding import teacher_encoder
-from distill.io import read_json
 from distill.lock import pipeline_lock
 from distill.pipeline import configure
+from distill.readers import read_json_artifact
 from distill.tracking import pipeline_run
 
 # Retries where a second try can succeed: hub downloads while labelling, a busy tracking store, a
@@ -152,7 +152,7 @@ def distill_pipeline(
                 STAGE_TASKS[name](str(root), run_id)
             push(str(root))  # the data is on the remote before any version points at it
             STAGE_TASKS["register"](str(root), run_id)
-            registration = read_json(Path(params.paths.metrics) / "registry.json")
+            registration = read_json_artifact(Path(params.paths.metrics) / "registry.json", "register")
             experiment = save_experiment(str(root), f"{run_name}-{run_id[:8]}")
             push(str(root))  # and the registry record
             tags = {"dvc_experiment": experiment.name, "dvc_experiment_rev": experiment.rev}

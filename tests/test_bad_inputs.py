@@ -29,6 +29,8 @@ from tests.tiny_models import tiny_bert_embedder
 LATIN1 = "caf\xe9 au lait".encode("latin-1")
 LATIN1_LINES = LATIN1 * 20 + b"\n"
 NAN_STS = b"g\tf\t2012\t1\tnan\tA sentence.\tAnother one.\n"
+SHORT_LINES = b"tiny\nshort\n"  # every line below corpus.min_chars
+BROKEN_JSON = b'{"student/mean_score": 8'  # a hand edit cut short
 
 
 @pytest.fixture(scope="module")
@@ -89,6 +91,22 @@ def foreign_shard(project: Path) -> None:
     directory = teacher_encoder(params, params.paths.teacher_cache).cache(params.corpus.text_type).directory
     np.savez(directory / "shard-99999999999999999999-ffffffff_p1_hother.npz",
              keys=np.zeros((1, KEY_BYTES), dtype=np.uint8), embeddings=np.zeros((1, 5), dtype=np.float16))
+
+
+def damaged_copy(source: Path, folder: Path, name: str, cut: int | None = None, data: bytes | None = None) -> Path:
+    """A copy of the artifact folder ``source`` in ``folder`` whose file ``name`` is cut to its first
+    ``cut`` bytes or replaced by ``data``: what a killed copy or a hand edit leaves."""
+    shutil.copytree(source, folder)
+    target = folder / name
+    target.write_bytes(target.read_bytes()[:cut] if data is None else data)
+    return folder
+
+
+def evaluated_metrics(folder: Path, per_item: bytes, eval_json: bytes = b"{}") -> Path:
+    folder.mkdir()
+    (folder / "eval.json").write_bytes(eval_json)
+    (folder / "per_item.npz").write_bytes(per_item)
+    return folder
 
 
 @dataclass
@@ -171,6 +189,26 @@ CASES = {
     "training_set_smaller_than_a_batch": Case(
         "train", r"the texts training set has \d+ rows, fewer than one batch \(train\.batch_size = 100000\)",
         lambda i: ["train.objectives={similarity: 1.0, margin_mse: 1.0}", "train.batch_size=100000"]),
+    "teacher_longer_than_its_positions": Case(
+        "label", r"teacher\.max_seq_length 4096 is above the 512 token positions .*all-MiniLM-L6-v2.*lower it",
+        lambda i: ["teacher.max_seq_length=4096"]),
+    "student_longer_than_its_positions": Case(
+        "train", r"student\.max_seq_length 4096 is above the 512 token positions the student holds",
+        lambda i: ["student.max_seq_length=4096"]),
+    "source_yields_no_text": Case(
+        "prepare", r"corpus\.sources\[1\] \(file .*short\.txt\) yields no text.*corpus\.min_chars",
+        lambda i: ["corpus.sources=[{type: bbc, max_documents: 20}, "
+                   f"{{type: file, path: {written(i / 'short.txt', SHORT_LINES)}}}]"]),
+    # a damaged artifact of an earlier step: named, with the step that rewrites it
+    "prepared_corpus_cut_short": Case(
+        "train", r"corpus\.parquet is damaged or not what the prepare step writes.*run the prepare step",
+        lambda i: [f"paths.prepared={damaged_copy(i / 'project/data/prepared', i / 'prepared', 'corpus.parquet', cut=100)}"]),
+    "per_item_cut_short": Case(
+        "register", r"per_item\.npz is damaged or not what the evaluate step writes.*run the evaluate step",
+        lambda i: [f"paths.metrics={evaluated_metrics(i / 'metrics', b'PK' + bytes(20))}"]),
+    "eval_json_hand_broken": Case(
+        "register", r"eval\.json is damaged or not what the evaluate step writes \(JSONDecodeError",
+        lambda i: [f"paths.metrics={evaluated_metrics(i / 'metrics', b'', eval_json=BROKEN_JSON)}"]),
     # evaluate: evaluation files
     "labelled_file_null_label": Case(
         "evaluate", r"eval set bad: .*nolabel\.jsonl column 'label' row 1 is empty",
@@ -211,6 +249,7 @@ def test_bad_input_fails_clearly_and_changes_nothing(name, project, tmp_path, ca
     case = CASES[name]
     inputs = tmp_path / "inputs"
     inputs.mkdir()
+    (inputs / "project").symlink_to(project)  # for cases that copy one of its artifacts to damage it
     overrides = case.overrides(inputs)
     if case.damage is not None:
         case.damage(project)

@@ -26,7 +26,7 @@ from safetensors.numpy import load_file
 
 from distill import evaluate, prepare, train
 from distill.config import load_params
-from distill.io import read_json
+from distill.readers import read_json_artifact
 from tests.conftest import ROOT, labelled_tiny_project, write_tiny_params
 
 pytestmark = pytest.mark.slow
@@ -95,7 +95,7 @@ def test_evaluate_killed_mid_scoring(project, tmp_path):
     assert not (Path(params.paths.metrics) / "eval.json").exists()
     rerun("evaluate", params_file)
     no_leftovers(Path(params.paths.metrics))
-    metrics = read_json(Path(params.paths.metrics) / "eval.json")
+    metrics = read_json_artifact(Path(params.paths.metrics) / "eval.json", "evaluate")
     # The same student evaluated without interruption, from an empty evaluation cache.
     fresh = load_params(params_file, [f"paths.{name}={tmp_path / name}" for name in ("eval_cache", "metrics", "reports",
                                                                                       "plots")])
@@ -117,7 +117,7 @@ def test_register_killed_after_the_version_is_created(project):
         evaluate.run(params)
     kill_when("register", params_file, lambda out: "Created version" in out)
     rerun("register", params_file)
-    registration = read_json(Path(params.paths.metrics) / "registry.json")
+    registration = read_json_artifact(Path(params.paths.metrics) / "registry.json", "register")
     mlflow.set_tracking_uri(params.tracking.tracking_uri)
     client = MlflowClient()
     version = client.get_model_version(registration["model_name"], str(registration["version"]))

@@ -42,7 +42,7 @@ from distill.config import (
 from distill.encoding import Encoder
 from distill.errors import DataError
 from distill.longdocs import LongDocument, TokenCounter, documents_at_length, filler_sentences, needles, pass_keys
-from distill.readers import bbc_articles, check_utf8, load_table, read_stsb_pairs
+from distill.readers import bbc_articles, check_utf8, load_table, read_artifact, read_stsb_pairs
 from distill.sampling import heldout_half, seeded_fraction, spread_sample
 
 Items = dict[str, np.ndarray]
@@ -627,8 +627,8 @@ PER_ITEM_FILE = "per_item.npz"
 
 def load_per_item(path: str | Path) -> Items:
     """Per-item scores written by the evaluate step (flat keys ``<role>/<set>/<field>``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path} does not exist: run the evaluate step first")
-    with np.load(path) as data:
-        return {key: data[key] for key in data.files}
+    def read(path: Path) -> Items:
+        with np.load(path) as data:
+            return {key: data[key] for key in data.files}
+
+    return read_artifact(path, read, "evaluate")

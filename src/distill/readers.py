@@ -8,9 +8,10 @@ import csv
 import importlib.util
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pandas as pd
 
@@ -21,6 +22,7 @@ QUERIES_FILE = "queries.parquet"
 SUMMARY_FILE = "summary.json"
 CANDIDATES_FILE = "candidates.parquet"
 LONG_DOCUMENTS_FILE = "long_documents.parquet"
+T = TypeVar("T")
 
 
 def utf8_error(path: Path, byte: int) -> DataError:
@@ -140,37 +142,45 @@ def read_stsb_pairs(path: Path) -> list[tuple[str, str, float]]:
     return pairs
 
 
+def read_artifact(path: str | Path, read: Callable[[Path], T], step: str, setting: str = "") -> T:
+    """``read(path)`` of an artifact an earlier pipeline step wrote. Missing, cut short or otherwise
+    unreadable, it is an error naming the file and the step that rewrites it (``setting``: what must be
+    set for that step to write it), never a library traceback."""
+    path = Path(path)
+    rerun = f"{setting}run the {step} step (python -m distill {step})"
+    if not path.is_file():
+        raise DataError(f"{path} does not exist: {rerun} first")
+    try:
+        return read(path)
+    except Exception as err:  # noqa: BLE001 - parquet, zip, npz and JSON readers raise many types
+        detail = str(err).splitlines()[0] if str(err) else ""
+        raise DataError(f"{path} is damaged or not what the {step} step writes ({type(err).__name__}: {detail}): "
+                        f"{rerun} again") from err
+
+
+def read_json_artifact(path: str | Path, step: str) -> Any:
+    return read_artifact(path, lambda p: json.loads(p.read_text(encoding="utf-8")), step)
+
+
 def load_corpus(prepared_dir: str | Path) -> pd.DataFrame:
     """The prepared corpus: columns ``text, doc_id, source, label, title, split``."""
-    path = Path(prepared_dir) / CORPUS_FILE
-    if not path.is_file():
-        raise DataError(f"{path} does not exist: run the prepare step first (python -m distill prepare)")
-    return pd.read_parquet(path)
+    return read_artifact(Path(prepared_dir) / CORPUS_FILE, pd.read_parquet, "prepare")
 
 
 def load_queries(prepared_dir: str | Path) -> pd.DataFrame:
     """The training queries: columns ``query, kind, doc_id, positive`` (doc_id and positive may be null)."""
-    path = Path(prepared_dir) / QUERIES_FILE
-    if not path.is_file():
-        raise DataError(f"{path} does not exist: run the prepare step first (python -m distill prepare)")
-    return pd.read_parquet(path)
+    return read_artifact(Path(prepared_dir) / QUERIES_FILE, pd.read_parquet, "prepare")
 
 
 def load_long_documents(prepared_dir: str | Path) -> pd.DataFrame:
     """Long training documents: columns ``query, text, doc_id, tokens`` (corpus.long_documents)."""
-    path = Path(prepared_dir) / LONG_DOCUMENTS_FILE
-    if not path.is_file():
-        raise DataError(f"{path} does not exist: set corpus.long_documents and run the prepare step "
-                        "(python -m distill prepare)")
-    return pd.read_parquet(path)
+    return read_artifact(Path(prepared_dir) / LONG_DOCUMENTS_FILE, pd.read_parquet, "prepare",
+                         setting="set corpus.long_documents and ")
 
 
 def load_candidates(mined_dir: str | Path) -> pd.DataFrame:
     """Mined training candidates: ``query, kind, candidates`` (positive first) and ``scores`` (teacher)."""
-    path = Path(mined_dir) / CANDIDATES_FILE
-    if not path.is_file():
-        raise DataError(f"{path} does not exist: run the label step first (python -m distill label)")
-    return pd.read_parquet(path)
+    return read_artifact(Path(mined_dir) / CANDIDATES_FILE, pd.read_parquet, "label")
 
 
 def corpus_sha256(frame: pd.DataFrame) -> str:
@@ -183,7 +193,4 @@ def corpus_sha256(frame: pd.DataFrame) -> str:
 
 def load_corpus_summary(prepared_dir: str | Path) -> dict:
     """What prepare wrote beside the corpus: split counts, decontamination, corpus hash."""
-    path = Path(prepared_dir) / SUMMARY_FILE
-    if not path.is_file():
-        raise DataError(f"{path} does not exist: run the prepare step first (python -m distill prepare)")
-    return json.loads(path.read_text(encoding="utf-8"))
+    return read_json_artifact(Path(prepared_dir) / SUMMARY_FILE, "prepare")

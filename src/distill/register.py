@@ -38,10 +38,10 @@ from distill.evaluation import (
     set_items,
 )
 from distill.gate import Interval, decide, paired_bootstrap
-from distill.io import read_json, write_json
+from distill.io import write_json
 from distill.lineage import lineage_tags
 from distill.models import fingerprint, load_model
-from distill.readers import load_corpus
+from distill.readers import load_corpus, read_json_artifact
 from distill.tracking import log_outputs, pipeline_run
 
 log = logging.getLogger(__name__)
@@ -116,9 +116,7 @@ def champion_items(client: MlflowClient, champion: ModelVersion, spec: str, para
 def run(params: Params) -> Registration:
     metrics_dir = Path(params.paths.metrics)
     metrics_path = metrics_dir / "eval.json"
-    if not metrics_path.is_file():
-        raise DataError(f"{metrics_path} does not exist: run the evaluate step first")
-    metrics = read_json(metrics_path)
+    metrics = read_json_artifact(metrics_path, "evaluate")
     items = load_per_item(metrics_dir / PER_ITEM_FILE)
     config = params.registry
     student = load_model(params.paths.student, field="paths.student")

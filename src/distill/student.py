@@ -12,6 +12,7 @@ from sentence_transformers import SentenceTransformer
 from sentence_transformers.models import Dense, Normalize
 
 from distill.config import Params
+from distill.errors import ModelLoadError
 from distill.models import load_model, prune_layers
 from distill.positions import native_length
 from distill.prompts import set_student_prompts
@@ -44,9 +45,14 @@ def base_student(params: Params, teacher: SentenceTransformer | None = None) -> 
             trust_remote_code=student.trust_remote_code,
         )
     if student.max_seq_length is not None:
+        positions = native_length(model)
+        if student.max_seq_length > positions and student.extend_positions is None:
+            raise ModelLoadError(
+                f"student.max_seq_length {student.max_seq_length} is above the {positions} token positions the "
+                "student holds: lower it, or set student.extend_positions to grow them after training")
         # A student configured longer than its positions (extended only after training) reads what it
         # can and truncates the rest, as the undistilled model does.
-        model.max_seq_length = min(student.max_seq_length, native_length(model))
+        model.max_seq_length = min(student.max_seq_length, positions)
     set_student_prompts(model, student.prompts)
     return model
 

@@ -1,0 +1,103 @@
+"""Seconds per training step of the shipped candidate objective, one student pass per text column
+against the query column alone plus one merged pass over the candidate columns (the library's
+``embed_columns``, what ``distill.losses`` now runs), on the same fixed batch with the same threads.
+
+    python bench/train_step.py [--repeats 5] [--set key=value ...]
+
+The batch is what the default recipe trains on: ``train.candidate_batch_size`` BBC headlines, each
+with its article's first passage as the positive and the first passages of ``mining.negatives``
+other articles as negatives, tokenised column by column at ``student.max_seq_length`` as the
+trainer's collator does; the labels are fixed seeded scores. Loss values are compared without dropout. One step is forward and backward of
+``train.objectives`` (MarginMSE inside MatryoshkaLoss by default). The two ways alternate, after a
+warm-up each; the median and range of ``--repeats`` steps are printed with the loss values (equal
+within fp32 tolerance) and the texts per second of training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from sentence_transformers.base.losses.merged_forward import column_merging_disabled
+
+from distill.config import load_params
+from distill.readers import bbc_articles
+from distill.student import base_student
+from distill.text import split_passages
+from distill.train import candidate_loss
+
+from quality import provenance  # bench/quality.py: the script's folder is on sys.path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def fixed_batch(params) -> tuple[list[list[str]], torch.Tensor]:
+    queries, negatives = params.train.candidate_batch_size, params.mining.negatives
+    articles = [a for a in bbc_articles(max_documents=4 * queries * (negatives + 1)) if a.title][: queries * (negatives + 1)]
+    first = [split_passages(a.body, params.corpus.passage_chars)[0] for a in articles]
+    prompts = params.student.prompts
+    columns = [[prompts.get("query", "") + a.title for a in articles[:queries]],
+               [prompts.get("passage", "") + p for p in first[:queries]]]
+    for n in range(1, negatives + 1):
+        columns.append([prompts.get("passage", "") + p for p in first[n * queries : (n + 1) * queries]])
+    labels = torch.rand(queries, negatives + 1, generator=torch.Generator().manual_seed(params.seed))
+    return columns, labels
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    args = parser.parse_args()
+    os.chdir(ROOT)
+    params = load_params(ROOT / "params.yaml", args.set)
+    command = f"python bench/train_step.py --repeats {args.repeats}" + "".join(f" --set {s}" for s in args.set)
+    started = provenance(command)
+    student = base_student(params)
+    loss = candidate_loss(student, params.train)
+    columns, labels = fixed_batch(params)
+    features = [student.tokenize(column) for column in columns]
+    texts = sum(len(c) for c in columns)
+
+    def step() -> tuple[float, float]:
+        student.zero_grad(set_to_none=True)
+        start = time.perf_counter()
+        value = loss([dict(f) for f in features], labels)
+        value.backward()
+        return time.perf_counter() - start, value.item()
+
+    ways = {"one pass per column": column_merging_disabled, "query pass + merged candidates": contextlib.nullcontext}
+    seconds: dict[str, list[float]] = {w: [] for w in ways}
+    values: dict[str, float] = {}
+    student.eval()  # the loss values without dropout, whose masks differ between the ways
+    for way, context in ways.items():
+        with context(), torch.no_grad():
+            values[way] = loss([dict(f) for f in features], labels).item()
+    student.train()  # timed as the trainer runs it
+    for repeat in range(args.repeats + 1):  # the first round is the warm-up
+        for way, context in ways.items():
+            with context():
+                elapsed, _ = step()
+            if repeat:
+                seconds[way].append(elapsed)
+    print(f"{started}\n\nbatch: {len(columns[0])} queries x {len(columns)} columns = {texts} texts, "
+          f"{torch.get_num_threads()} threads\n")
+    print("| forward | s per step, median (min–max) | training texts/s | loss |\n|---|---|---|---|")
+    for way in ways:
+        median = statistics.median(seconds[way])
+        print(f"| {way} | {median:.2f} ({min(seconds[way]):.2f}–{max(seconds[way]):.2f}) | {texts / median:.1f} | "
+              f"{values[way]:.6f} |")
+    base, merged = (statistics.median(seconds[w]) for w in ways)
+    print(f"\nspeed-up of the merged pass: {base / merged:.2f}x; loss difference "
+          f"{abs(values['one pass per column'] - values['query pass + merged candidates']):.2e}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
