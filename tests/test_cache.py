@@ -179,3 +179,18 @@ def test_two_writers_one_killed_then_rerun(tmp_path):
     assert manifest["rows"] == 90
     assert set(manifest["shards"]) == {p.name for p in directory.glob("shard-*.npz")}
     assert not list(directory.glob(".shard-*"))  # the killed writer's temporary shard is gone
+
+
+@pytest.mark.parametrize("damage", [b"{\"spec\": ", b"[]", b"{\"shards\": {}}"])
+def test_damaged_manifest_is_rebuilt_from_the_shards(tmp_path, damage, caplog):
+    cache = EmbeddingCache(tmp_path, {"m": 1})
+    cache.fill(["a1", "a2", "a3"], fake_encoder([]), 2, show_progress=False)
+    manifest = cache.directory / "manifest.json"
+    written = json.loads(manifest.read_text())
+    manifest.write_bytes(damage)
+    reopened = EmbeddingCache(tmp_path, {"m": 1})
+    assert json.loads(manifest.read_text()) == written and reopened.get(["a2"]).shape == (1, 3)
+    assert "manifest.json is damaged" in caplog.text
+    caplog.clear()
+    EmbeddingCache(tmp_path, {"m": 1})  # an intact manifest is left alone, without a word
+    assert "manifest.json" not in caplog.text

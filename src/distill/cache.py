@@ -92,6 +92,19 @@ class EmbeddingCache:
             if _orphaned(tmp):
                 tmp.unlink(missing_ok=True)  # its writer was killed before the rename
         self.refresh()
+        if self._rows and not self._manifest_lists_every_shard():
+            log.warning("%s is damaged or does not list the shards on disk: rebuilding it from them",
+                        self.directory / "manifest.json")
+            self._write_manifest()
+
+    def _manifest_lists_every_shard(self) -> bool:
+        """Whether ``manifest.json`` is readable and lists at least every shard indexed (shards only
+        ever get added, so a writer that renamed one since it was written is no damage)."""
+        try:
+            listed = json.loads((self.directory / "manifest.json").read_text(encoding="utf-8"))["shards"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
+        return isinstance(listed, dict) and all(listed.get(name) == rows for name, rows in self._rows.items())
 
     def refresh(self) -> int:
         """Index shards that other writers finished since this object last looked; returns how many rows."""
