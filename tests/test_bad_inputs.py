@@ -31,6 +31,7 @@ LATIN1_LINES = LATIN1 * 20 + b"\n"
 NAN_STS = b"g\tf\t2012\t1\tnan\tA sentence.\tAnother one.\n"
 SHORT_LINES = b"tiny\nshort\n"  # every line below corpus.min_chars
 BROKEN_JSON = b'{"student/mean_score": 8'  # a hand edit cut short
+TOPICS_JSON = b'{"student/topics/accuracy": 91.0}'
 
 
 @pytest.fixture(scope="module")
@@ -209,6 +210,14 @@ CASES = {
     "eval_json_hand_broken": Case(
         "register", r"eval\.json is damaged or not what the evaluate step writes \(JSONDecodeError",
         lambda i: [f"paths.metrics={evaluated_metrics(i / 'metrics', b'', eval_json=BROKEN_JSON)}"]),
+    "min_metrics_set_typo": Case(
+        "register", r"register\.min_metrics key 'student/topic/accuracy' names no metric of this evaluation.*'topics'",
+        lambda i: ["register.min_metrics={student/topic/accuracy: 90}"]),
+    "min_metrics_metric_typo": Case(
+        "register", r"register\.min_metrics keys \['student/topics/acuracy'\] are not metrics of .*eval\.json; "
+                    r"for 'student/topics/acuracy' did you mean \['student/topics/accuracy'\]",
+        lambda i: ["register.min_metrics={student/topics/acuracy: 90}",
+                   f"paths.metrics={evaluated_metrics(i / 'metrics', b'', eval_json=TOPICS_JSON)}"]),
     # evaluate: evaluation files
     "labelled_file_null_label": Case(
         "evaluate", r"eval set bad: .*nolabel\.jsonl column 'label' row 1 is empty",

@@ -620,6 +620,10 @@ class RegisterConfig(_Section):
     min_metrics: dict[str, Float] = Field(default_factory=dict)
 
 
+# Per-model metrics of eval.json beside the per-set ones (``student/mean_score``).
+MODEL_METRICS = ("mean_score", "speedup", "texts_per_s", "parameters", "size_mb")
+
+
 class Params(_Section):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=True)
 
@@ -684,6 +688,17 @@ class Params(_Section):
             )
         if self.registry.primary_metric == "mean_score" and len(choices) == 1:
             raise ValueError("register.primary_metric mean_score needs at least one eval set besides fidelity")
+        # Metric names within a set are the evaluator's; register checks them against eval.json.
+        sets = {s.name for s in self.eval.sets}
+        for key in self.registry.min_metrics:
+            role, _, rest = key.partition("/")
+            head = rest.split("/")[0]
+            if role not in ("student", "baseline", "teacher") or not (head in sets or rest in MODEL_METRICS
+                                                                      or head in ("retained_pct", "vs_baseline")):
+                raise ValueError(
+                    f"register.min_metrics key {key!r} names no metric of this evaluation: expected "
+                    f"<student|baseline|teacher>/<set>/<metric> with a set of eval.sets {sorted(sets)}, or "
+                    f"<role>/{{{', '.join(MODEL_METRICS)}}}")
         return self
 
 

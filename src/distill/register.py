@@ -11,6 +11,7 @@ the version its MLflow run already registered instead of registering a twin.
 
 from __future__ import annotations
 
+import difflib
 import logging
 import tempfile
 from dataclasses import asdict, dataclass
@@ -24,7 +25,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
-from distill.config import Params
+from distill.config import Params, ParamsError
 from distill.encoding import Encoder
 from distill.errors import DataError, ProvenanceError
 from distill.evaluation import (
@@ -117,6 +118,11 @@ def run(params: Params) -> Registration:
     metrics_dir = Path(params.paths.metrics)
     metrics_path = metrics_dir / "eval.json"
     metrics = read_json_artifact(metrics_path, "evaluate")
+    if unknown := [key for key in params.registry.min_metrics if key not in metrics]:
+        close = {key: difflib.get_close_matches(key, metrics, n=2) for key in unknown}
+        raise ParamsError(f"register.min_metrics keys {unknown} are not metrics of {metrics_path}"
+                          + "".join(f"; for {k!r} did you mean {v}?" for k, v in close.items() if v)
+                          + ": use its keys (`dvc metrics show`)")
     items = load_per_item(metrics_dir / PER_ITEM_FILE)
     config = params.registry
     student = load_model(params.paths.student, field="paths.student")
