@@ -129,9 +129,14 @@ def test_default_params_corpus_builds_from_every_bbc_file():
     from tests.conftest import ROOT
 
     params = load_params(ROOT / "params.yaml")
-    frame = build_corpus(params.corpus, params.seed)[0]
-    assert len(frame) == params.corpus.max_texts
+    frame, _, source_texts = build_corpus(params.corpus, params.seed)
+    assert len(frame) == params.corpus.max_texts == sum(source_texts)
     assert frame[frame["split"] == "heldout"]["doc_id"].nunique() >= 50  # enough for the topic probe
+    # The test half holds the 250+ headline queries, one per held-out article.
+    from distill.sampling import heldout_half
+
+    held = frame.loc[frame["split"] == "heldout", "doc_id"].drop_duplicates()
+    assert sum(heldout_half(params.seed, d) == "test" for d in held) >= 300
     # Some BBC files are ISO-8859-1; they must decode to the right characters, not fail or garble.
     bbc = build_corpus(corpus([{"type": "bbc", "unit": "passage"}]), seed=0)[0]
     assert bbc["text"].str.contains("£").any() and not bbc["text"].str.contains("\ufffd").any()

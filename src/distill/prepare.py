@@ -215,7 +215,7 @@ def build_corpus(config: CorpusConfig, seed: int,
                          index=frame.index)
     extra = frame[frame["train_only"] & ~held_out]
     frame = frame[~frame["train_only"]]
-    frame["order"] = [seeded_fraction(seed, "cap", d) for d in frame["doc_id"]]
+    frame = frame.assign(order=[seeded_fraction(seed, "cap", d) for d in frame["doc_id"]])
     if config.max_texts and len(frame) > config.max_texts:
         # Keep whole documents, in a seeded order, until the cap is reached.
         frame = frame.sort_values(["order", "doc_id"], kind="stable").head(config.max_texts)
