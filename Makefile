@@ -16,7 +16,7 @@ export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM := false
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: setup run serve trigger ui stop repro test test-fast test-gpu fresh-check bench clean
+.PHONY: setup run serve trigger ui stop repro exp test test-fast test-gpu fresh-check bench clean
 
 setup: $(STAMP)
 
@@ -58,6 +58,11 @@ stop:
 
 repro: setup
 	dvc repro
+
+# The DVC pipeline as a DVC experiment of a recipe file, e.g. make exp FILE=params/full.yaml
+# (dvc exp run --set-param for every key of the file; the workspace then holds the experiment).
+exp: setup
+	$(PY) -m distill exp-run --params $(FILE)
 
 test: setup
 	$(PY) -m pytest -q

@@ -2,6 +2,8 @@
 on a toy DVC project: the user's outputs come back from the DVC cache, and where the cache lacks them the run's
 own stay in place."""
 
+import json
+import os
 import shutil
 import subprocess
 import sys
@@ -70,3 +72,35 @@ def test_override_run_keeps_its_own_outputs_when_the_cache_lacks_the_users(tmp_p
     assert (root / "out.txt").read_text() == "2" and (root / "dvc.lock").read_bytes() == run_lock
     out = capsys.readouterr().out
     assert "not all in the DVC cache" in out and "left in place" in out
+
+
+def test_a_params_file_runs_as_a_dvc_experiment(tmp_path):
+    """`python -m distill exp-run --params FILE`: DVC's own `exp run --set-param` with every key of the file."""
+    from distill.__main__ import main
+    from tests.conftest import write_tiny_params
+
+    root = tmp_path / "project"
+    root.mkdir()
+    write_tiny_params(root)
+    stage = {"stages": {"write": {"cmd": "python -c \"import yaml; p = yaml.safe_load(open('params.yaml')); "
+                                         "open('out.txt', 'w').write(str((p['seed'], p['train']['epochs'])))\"",
+                                  "params": ["seed", "train.epochs"], "outs": ["out.txt"]}}}
+    (root / "dvc.yaml").write_text(yaml.safe_dump(stage))
+    git(["init", "-q"], root)
+    dvc(["init", "-q"], root)
+    git(["add", "-A"], root)
+    git(["-c", "user.name=t", "-c", "user.email=t@t.invalid", "commit", "-qm", "toy"], root)
+    (root / "recipe.yaml").write_text("seed: 9\ntrain:\n  epochs: 3\n")
+    (root / "typo.yaml").write_text("train:\n  epoch: 3\n")
+    cwd = Path.cwd()
+    os.chdir(root)
+    try:
+        assert main(["exp-run", "--params", "typo.yaml"]) == 2  # refused before DVC runs anything
+        assert not (root / "out.txt").exists()
+        assert main(["exp-run", "--params", "recipe.yaml", "--name", "recipe"]) == 0
+    finally:
+        os.chdir(cwd)
+    assert (root / "out.txt").read_text() == "(9, 3)"
+    shown = json.loads(dvc(["exp", "show", "--json"], root))
+    names = [e["name"] for baseline in shown for e in baseline.get("experiments") or []]
+    assert "recipe" in names

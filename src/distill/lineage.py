@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import logging
 import os
 import subprocess
@@ -25,6 +26,7 @@ from typing import Any
 import yaml
 from ruamel.yaml import YAML
 
+from distill.config import load_params, read_params_file
 from distill.lock import HOLDER_ENV
 
 log = logging.getLogger(__name__)
@@ -184,6 +186,19 @@ def _keep_run_outputs(root: Path, run_lock: bytes | None, outputs: list[str], er
             message += f"checking out this run's outputs failed too; `dvc repro` rebuilds them: {again}"
     print(f"WARNING: {message}\n{err}", flush=True)
     log.warning("%s", message)
+
+
+def experiment_run(root: Path, files: list[Path], name: str | None = None) -> str:
+    """``dvc exp run --set-param key=value ...``: the pipeline as a DVC experiment of ``params.yaml`` with
+    every leaf of ``files`` (params files, layered in order) set, so ``dvc repro`` runs a recipe kept in
+    a file (``params/full.yaml``) through DVC's own experiment mechanism. Values go as JSON, which DVC
+    reads as YAML. As after any ``dvc exp run``, the workspace holds the experiment afterwards."""
+    load_params([root / PARAMS_FILE, *files])  # refuse bad keys before DVC starts a stage
+    leaves = override_leaves(*(read_params_file(f) for f in files))
+    args = ["exp", "run", *(["--name", name] if name else [])]
+    for key, value in leaves.items():
+        args.append(f"--set-param={key}={json.dumps(value)}")
+    return _dvc(args, root, stream=True)
 
 
 def save_experiment(root: Path, name: str) -> Experiment:
