@@ -122,8 +122,12 @@ def test_register_killed_after_the_version_is_created(project):
     client = MlflowClient()
     version = client.get_model_version(registration["model_name"], str(registration["version"]))
     assert version.aliases == [registration["alias"]]  # the record and the registry agree
-    # The killed run may have created its version (a kill cannot clean up); the rerun made one more.
-    assert len(client.search_model_versions(f"name='{registration['model_name']}'")) <= 2
+    # The killed run created its version (the kill came after "Created version") and cannot clean up; the
+    # rerun, a new MLflow run, made exactly one more, and only that one holds an alias.
+    versions = client.search_model_versions(f"name='{registration['model_name']}'")
+    assert sorted(int(v.version) for v in versions) == [1, 2] and int(registration["version"]) == 2
+    orphan = client.get_model_version(registration["model_name"], "1")
+    assert orphan.aliases == []
 
 
 def test_dask_label_killed_mid_way(tmp_path, project):
@@ -135,6 +139,6 @@ def test_dask_label_killed_mid_way(tmp_path, project):
     kill_when("label", params_file, lambda out: len(list(cache.rglob("shard-*.npz"))) >= 2)
     rerun("label", params_file)
     reference = load_params(project / "params.yaml")
-    for name in ("candidates.parquet",):
-        assert (Path(params.paths.mined) / name).read_bytes() == (Path(reference.paths.mined) / name).read_bytes()
+    mined = "candidates.parquet"
+    assert (Path(params.paths.mined) / mined).read_bytes() == (Path(reference.paths.mined) / mined).read_bytes()
     assert not list(cache.rglob(".shard-*"))  # no temporary shard left by the killed workers
