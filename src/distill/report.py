@@ -164,8 +164,12 @@ def heldout_line(params: Params) -> str:
         return ""
     parts = [f"{', '.join(names)} on {'every held-out document' if half == 'all' else f'the {half} half'}"
              for half, names in halves.items()]
-    return ("Held-out documents: " + "; ".join(parts) + ". Recipes are chosen on the dev half "
-            "(`params/dev.yaml`, `bench/ablation.py`), which shares no document with the test half.")
+    if "test" in halves:
+        chose = (" Recipes are chosen on the dev half (`params/dev.yaml`, `bench/ablation.py`), which shares no "
+                 "document with the test half.")
+    else:
+        chose = " No set is on the test half: a recipe chosen on these sets is measured on the documents that chose it."
+    return "Held-out documents: " + "; ".join(parts) + "." + chose
 
 
 def report_text(params: Params, flat: dict, versus_baseline: Interval, images: str) -> str:
