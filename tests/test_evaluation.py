@@ -124,3 +124,13 @@ def test_a_half_of_a_file_set_is_refused():
     with pytest.raises(ParamsError, match="heldout_half chooses held-out corpus documents"):
         params_from_dict({"eval": {"sets": [{"name": "t", "type": "classification", "path": "x.csv",
                                               "heldout_half": "dev"}]}})
+
+
+def test_report_says_which_documents_chose_the_recipe():
+    from distill.config import Params, params_from_dict
+    from distill.report import heldout_line
+
+    line = heldout_line(Params())
+    assert "`bbc_headlines`" in line and "on the test half" in line and "chosen on the dev half" in line
+    unsplit = params_from_dict({"eval": {"sets": [{"name": "h", "type": "title_retrieval"}]}})
+    assert "on every held-out document" in heldout_line(unsplit) and "No set is on the test half" in heldout_line(unsplit)
