@@ -14,7 +14,8 @@ reads a held-out article, so every point is scored on the same documents) and an
 - ``align``: embedding alignment only, the cosine to the teacher's embedding of every labelled
   training passage through a least-squares-initialised projection into the teacher's space
   (LEAF-style, https://arxiv.org/abs/2509.12539: texts only, no queries or negatives);
-- ``align+queries``: both, weight 1 each.
+- ``align+queries``: both, weight 1 each, without MatryoshkaLoss (``align+queries-matryoshka`` keeps it
+  around the margins, as the shipped recipe does).
 
 Each point is evaluated on the test sets of ``params.yaml`` and the dev sets of ``params/dev.yaml`` at
 once (one run, the same texts for teacher, undistilled and distilled student). Recipes are chosen on
@@ -25,8 +26,8 @@ queries, teacher-labelled texts and the teacher seconds they cost (texts x the t
 text, timed on a fixed sample in this run), and training steps and seconds.
 
 Writes ``bench/out/scaling/results.json`` after every point (a long study shows its results as it
-goes), prints the table headed by commit, date, machine and command, and draws
-``bench/plots/scaling.png``.
+goes, and rows of points an earlier run measured are kept, each with the commit and command it came
+from), prints the table, and draws ``bench/plots/scaling.png``.
 """
 
 from __future__ import annotations
@@ -64,7 +65,10 @@ TEXT_SIZES = {
 OBJECTIVES = {
     "queries": [],
     "align": ["train.objectives={cosine: 1.0}", "train.matryoshka_dims=[]"],
-    "align+queries": ["train.objectives={cosine: 1.0, margin_mse: 1.0}"],
+    "align+queries": ["train.objectives={cosine: 1.0, margin_mse: 1.0}", "train.matryoshka_dims=[]"],
+    # MatryoshkaLoss on the margins asks the first 64/128/256 dims of the projected (teacher-space) output
+    # to rank alone, which the teacher's own coordinates do not: it fights the alignment.
+    "align+queries-matryoshka": ["train.objectives={cosine: 1.0, margin_mse: 1.0}"],
 }
 POINTS = {f"{size}/{objective}": (size, objective) for size in TEXT_SIZES for objective in OBJECTIVES}
 TEACHER_SAMPLE = 64  # training passages timed through the teacher (no cache) for its seconds per text
@@ -100,12 +104,22 @@ def lead_share(params, flat: dict, items: dict, specs: list) -> dict:
     lead = means["teacher"] - means["baseline"]
     per_set = {s.name: [flat[f"student/vs_baseline/{s.name}/{k}"] for k in ("difference", "low", "high")]
                for s in specs if f"student/vs_baseline/{s.name}/low" in flat}
-    per_set_share = {s.name: [100 * v / (flat[f"teacher/{s.name}/{s.primary_metric}"]
-                                         - flat[f"baseline/{s.name}/{s.primary_metric}"]) for v in per_set[s.name]]
-                     for s in specs if s.name in per_set}
+    per_set_lead = {s.name: flat[f"teacher/{s.name}/{s.primary_metric}"] - flat[f"baseline/{s.name}/{s.primary_metric}"]
+                    for s in specs if s.name in per_set}
+    per_set_share = {name: [100 * v / lead_of for v in per_set[name]] for name, lead_of in per_set_lead.items()}
     return {**means, "lead": lead, "difference": [interval.difference, interval.low, interval.high],
             "share_pct": [100 * v / lead for v in (interval.difference, interval.low, interval.high)],
-            "per_set": per_set, "per_set_share_pct": per_set_share}
+            "per_set": per_set, "per_set_lead": per_set_lead, "per_set_share_pct": per_set_share}
+
+
+def analysed(row: dict, extra: list[str]) -> dict:
+    """``row`` (a point's provenance and cost) with its dev and test columns, computed from the
+    evaluation files the point left, so rows of earlier runs are read the same way as new ones."""
+    params = point_params(row["point"], extra)
+    flat = json.loads((Path(params.paths.metrics) / "eval.json").read_text())
+    items = load_per_item(Path(params.paths.metrics) / PER_ITEM_FILE)
+    return {**{k: row[k] for k in ("point", "provenance", "seconds", "cost")},
+            **{half: lead_share(params, flat, items, specs) for half, specs in halves(params).items()}}
 
 
 def teacher_seconds_per_text(params) -> float:
@@ -138,7 +152,9 @@ def table(rows: list[dict]) -> list[str]:
     for r in rows:
         c, dev, test = r["cost"], r["dev"], r["test"]
         share = lambda h: "{:.0f}% [{:.0f}, {:.0f}]".format(*h["share_pct"])  # noqa: E731
-        per_set = ", ".join(f"{n.removeprefix('bbc_')} {v[0]:.0f}%" for n, v in test["per_set_share_pct"].items())
+        per_set = ", ".join(f"{n.removeprefix('bbc_')} {v[0]:.0f}%" if test["per_set_lead"][n] > 0
+                            else f"{n.removeprefix('bbc_')} {test['per_set'][n][0]:+.2f} (no lead)"
+                            for n, v in test["per_set_share_pct"].items())
         lines.append(f"| {r['point']} | {c['articles']} | {c['passages']} | {c['queries']} | {c['teacher_texts']} "
                      f"({c['teacher_seconds']}) | {c['train_steps']} | {c['train_seconds'] or 'not run'} | {share(dev)} | "
                      "{:+.2f} [{:+.2f}, {:+.2f}] | ".format(*test["difference"]) + f"{share(test)} | {per_set} |")
@@ -188,7 +204,7 @@ def main() -> int:
     args = parser.parse_args()
     os.chdir(ROOT)
     if args.render:
-        rows = json.loads(args.render.read_text())["rows"]
+        rows = [analysed(row, args.set) for row in json.loads(args.render.read_text())["rows"]]
         print("\n".join(table(rows)))
         plot(rows, PLOT)
         return 0
@@ -198,7 +214,11 @@ def main() -> int:
     command = f"python bench/scaling.py --points {args.points}" + "".join(f" --set {s}" for s in args.set) + (
         f" --steps {args.steps}" if args.steps != parser.get_default("steps") else "")
     started = provenance(command)
-    rows: list[dict] = []
+    # Points measured by earlier runs stay in the results, each row with its own provenance, so a
+    # study can be run in parts; a point run again replaces its row.
+    results = ROOT / OUT / "results.json"
+    saved = json.loads(results.read_text()) if results.is_file() else {"rows": []}
+    earlier = {r["point"]: {"provenance": saved.get("provenance"), **r} for r in saved["rows"]}
     teacher_s_per_text = None
     for index, point in enumerate(points, start=1):
         params = point_params(point, args.set)
@@ -210,17 +230,14 @@ def main() -> int:
             seconds[step] = round(time.perf_counter() - start, 1)
         if teacher_s_per_text is None:
             teacher_s_per_text = teacher_seconds_per_text(params)
-        flat = json.loads((Path(params.paths.metrics) / "eval.json").read_text())
-        items = load_per_item(Path(params.paths.metrics) / PER_ITEM_FILE)
-        rows.append({"point": point, "seconds": seconds, "cost": cost(params, seconds, teacher_s_per_text),
-                     **{half: lead_share(params, flat, items, specs) for half, specs in halves(params).items()}})
+        earlier[point] = {"point": point, "provenance": started, "seconds": seconds,
+                          "cost": cost(params, seconds, teacher_s_per_text)}
+        rows = [analysed(earlier[p], args.set) for p in POINTS if p in earlier]
         done = "" if index == len(points) else f" (partial: {index} of {len(points)} points)"
         print(f"\n{started}{done}; teacher {teacher_s_per_text:.3f} s per training passage\n\n" + "\n".join(table(rows)),
               flush=True)
-        (ROOT / OUT).mkdir(parents=True, exist_ok=True)
-        (ROOT / OUT / "results.json").write_text(json.dumps(
-            {"command": command, "provenance": started, "teacher_seconds_per_text": teacher_s_per_text, "rows": rows},
-            indent=2))
+        results.parent.mkdir(parents=True, exist_ok=True)
+        results.write_text(json.dumps({"teacher_seconds_per_text": teacher_s_per_text, "rows": rows}, indent=2))
         plot(rows, ROOT / PLOT)
     return 0
 
