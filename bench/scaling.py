@@ -62,9 +62,10 @@ TEXT_SIZES = {
     "half": [f"corpus.sources=[{DEFAULT_SOURCE}, {{type: bbc, unit: passage, train_only: true, max_documents: 1112}}]"],
     "all": [f"corpus.sources=[{DEFAULT_SOURCE}, {{type: bbc, unit: passage, train_only: true}}]"],
 }
+# Overrides merge into params.yaml's train.objectives key by key: each family states the weights it drops.
 OBJECTIVES = {
     "queries": [],
-    "align": ["train.objectives={cosine: 1.0}", "train.matryoshka_dims=[]"],
+    "align": ["train.objectives={cosine: 1.0, margin_mse: 0.0}", "train.matryoshka_dims=[]"],
     "align+queries": ["train.objectives={cosine: 1.0, margin_mse: 1.0}", "train.matryoshka_dims=[]"],
     # MatryoshkaLoss on the margins asks the first 64/128/256 dims of the projected (teacher-space) output
     # to rank alone, which the teacher's own coordinates do not: it fights the alignment.
