@@ -119,7 +119,7 @@ def analysed(row: dict, extra: list[str]) -> dict:
     params = point_params(row["point"], extra)
     flat = json.loads((Path(params.paths.metrics) / "eval.json").read_text())
     items = load_per_item(Path(params.paths.metrics) / PER_ITEM_FILE)
-    return {**{k: row[k] for k in ("point", "provenance", "seconds", "cost")},
+    return {**{k: v for k, v in row.items() if k not in ("dev", "test")},
             **{half: lead_share(params, flat, items, specs) for half, specs in halves(params).items()}}
 
 
