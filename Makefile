@@ -85,6 +85,8 @@ test-gpu: setup
 # Every benchmark whose numbers are in bench/RESULTS.md.
 bench: setup
 	$(PY) bench/quality.py
+	$(PY) bench/scaling.py
+	$(PY) bench/train_step.py
 	$(PY) bench/label_throughput.py
 	$(PY) bench/label_memory.py
 	$(PY) bench/label_dask.py
