@@ -14,6 +14,8 @@ reads a held-out article, so every point is scored on the same documents) and an
 - ``align``: embedding alignment only, the cosine to the teacher's embedding of every labelled
   training passage through a least-squares-initialised projection into the teacher's space
   (LEAF-style, https://arxiv.org/abs/2509.12539: texts only, no queries or negatives);
+- ``align-all``: the same alignment on every labelled text, the training queries too (``train.mode:
+  asymmetric`` adds their teacher embeddings to the text objective);
 - ``align+queries``: both, weight 1 each, without MatryoshkaLoss (``align+queries-matryoshka`` keeps it
   around the margins, as the shipped recipe does).
 
@@ -42,7 +44,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from distill.config import EvalConfig, is_quality_set, load_params, read_params_file
+from distill.config import CANDIDATE_OBJECTIVES, EvalConfig, is_quality_set, load_params, read_params_file
 from distill.encoding import teacher_encoder
 from distill.evaluation import PER_ITEM_FILE, load_per_item, primary_sets, role_items
 from distill.gate import paired_bootstrap
@@ -66,6 +68,9 @@ TEXT_SIZES = {
 OBJECTIVES = {
     "queries": [],
     "align": ["train.objectives={cosine: 1.0, margin_mse: 0.0}", "train.matryoshka_dims=[]"],
+    # Every labelled text: the training queries' teacher embeddings too (train.mode asymmetric adds them
+    # to the text objective), as LEAF aligns whatever text the teacher embedded.
+    "align-all": ["train.objectives={cosine: 1.0, margin_mse: 0.0}", "train.matryoshka_dims=[]", "train.mode=asymmetric"],
     "align+queries": ["train.objectives={cosine: 1.0, margin_mse: 1.0}", "train.matryoshka_dims=[]"],
     # MatryoshkaLoss on the margins asks the first 64/128/256 dims of the projected (teacher-space) output
     # to rank alone, which the teacher's own coordinates do not: it fights the alignment.
@@ -140,7 +145,9 @@ def cost(params, seconds: dict, teacher_s_per_text: float) -> dict:
     train = corpus[corpus["split"] == "train"]
     queries = load_queries(params.paths.prepared)
     summary = json.loads((Path(params.paths.student) / "distillation.json").read_text())
-    labelled = len(train) + len(queries)
+    # The texts this point's objectives read: passages, and the queries where they are trained on.
+    labelled = len(train) + (len(queries) if params.train.uses(CANDIDATE_OBJECTIVES) or params.train.mode == "asymmetric"
+                             else 0)
     return {"articles": int(train["doc_id"].nunique()), "passages": len(train), "queries": len(queries),
             "teacher_texts": labelled, "teacher_seconds": round(labelled * teacher_s_per_text),
             "train_steps": summary["train_steps"], "train_seconds": seconds.get("train")}
