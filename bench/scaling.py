@@ -124,7 +124,9 @@ def analysed(row: dict, extra: list[str]) -> dict:
     params = point_params(row["point"], extra)
     flat = json.loads((Path(params.paths.metrics) / "eval.json").read_text())
     items = load_per_item(Path(params.paths.metrics) / PER_ITEM_FILE)
-    return {**{k: v for k, v in row.items() if k not in ("dev", "test")},
+    s_per_text = row.get("teacher_seconds_per_text") or row["cost"]["teacher_seconds"] / row["cost"]["teacher_texts"]
+    return {**{k: v for k, v in row.items() if k not in ("dev", "test")}, "teacher_seconds_per_text": s_per_text,
+            "cost": cost(params, row["seconds"], s_per_text),
             **{half: lead_share(params, flat, items, specs) for half, specs in halves(params).items()}}
 
 
@@ -239,7 +241,7 @@ def main() -> int:
         if teacher_s_per_text is None:
             teacher_s_per_text = teacher_seconds_per_text(params)
         earlier[point] = {"point": point, "provenance": started, "seconds": seconds,
-                          "cost": cost(params, seconds, teacher_s_per_text)}
+                          "teacher_seconds_per_text": teacher_s_per_text}
         rows = [analysed(earlier[p], args.set) for p in POINTS if p in earlier]
         done = "" if index == len(points) else f" (partial: {index} of {len(points)} points)"
         print(f"\n{started}{done}; teacher {teacher_s_per_text:.3f} s per training passage\n\n" + "\n".join(table(rows)),
