@@ -183,10 +183,10 @@ def plot(rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
-    frame = pd.DataFrame([{"objective": r["point"].split("/")[1], "teacher_seconds": r["cost"]["teacher_seconds"],
+    frame = pd.DataFrame([{"objective": r["point"].split("/")[1], "teacher_texts": r["cost"]["teacher_texts"],
                            "train_seconds": r["cost"]["train_seconds"], "share": r["test"]["share_pct"][0],
                            "low": r["test"]["share_pct"][1], "high": r["test"]["share_pct"][2]} for r in rows])
-    for axis, x, label in ((axes[0], "teacher_seconds", "teacher seconds labelling the training text"),
+    for axis, x, label in ((axes[0], "teacher_texts", "teacher-labelled training texts (passages, and queries where used)"),
                            (axes[1], "train_seconds", "training seconds (2-core CPU)")):
         for objective, group in frame.groupby("objective"):
             group = group.sort_values(x)
