@@ -17,6 +17,13 @@ def test_project_params_files_are_valid():
     bench = load_params([ROOT / "params.yaml", ROOT / "params/benchmark.yaml"])
     assert {s.type for s in bench.eval.sets} >= {"sts", "retrieval", "fidelity"}
     assert bench.corpus.sources[0].type == "bbc" and bench.corpus.sources[1].type == "stsb"
+    # Recipe choice reads the dev half; the defaults report the test half, on the same set types.
+    dev = load_params([ROOT / "params.yaml", ROOT / "params/dev.yaml"])
+    halves = lambda p: [(s.type, getattr(s, "heldout_half", None)) for s in p.eval.sets]  # noqa: E731
+    assert halves(dev) == [(kind, "dev") for kind, _ in halves(params)]
+    assert {half for _, half in halves(params)} == {"test"}
+    for recipe in sorted((ROOT / "params").glob("*.yaml")):
+        load_params([ROOT / "params.yaml", recipe])
 
 
 def test_wrong_type_names_the_key(tmp_path):
