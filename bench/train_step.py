@@ -1,6 +1,7 @@
-"""Seconds per training step of the shipped candidate objective, one student pass per text column
-against the query column alone plus one merged pass over the candidate columns (the library's
-``embed_columns``, what ``distill.losses`` now runs), on the same fixed batch with the same threads.
+"""Seconds per training step of the shipped candidate objective: one student pass per text column
+(what ``distill.losses`` runs) against the query column alone plus one merged pass over the
+candidate columns (the library's ``embed_columns``, which pads every candidate to the widest), on the
+same fixed batch with the same threads.
 
     python bench/train_step.py [--repeats 5] [--set key=value ...]
 

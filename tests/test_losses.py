@@ -85,7 +85,10 @@ def test_own_weight_pulls_documents_toward_the_students_pooled_embedding(minilm)
     assert off_target.item() == pytest.approx(relations.item() + gap.item(), rel=1e-5)
 
 
-def test_weighted_candidate_objectives_share_two_forward_passes(minilm):
+def test_weighted_candidate_objectives_share_one_forward_pass_per_column(minilm):
+    """One student pass per text column, whatever the number of objectives. Not the library's merged
+    candidate pass: padding every candidate column to the widest costs more than it saves on CPU
+    (bench/train_step.py: 0.89x)."""
     student = prune_layers(minilm, [0, 1])
     texts = [["what rose today", "why fell stocks"], ["shares rose sharply", "stocks fell on news"],
              ["the cat sat", "a new phone"], ["rain is due", "the match ended"]]
@@ -96,41 +99,14 @@ def test_weighted_candidate_objectives_share_two_forward_passes(minilm):
     hook = student.register_forward_hook(lambda *args: calls.append(1))
     value = combined([student.tokenize(column) for column in texts], scores)
     hook.remove()
-    # The query column alone, every candidate column in one merged pass, whatever the number of objectives.
-    assert len(calls) == 2
+    assert len(calls) == len(texts)
     with torch.no_grad():
         embeddings = [student(student.tokenize(column))["sentence_embedding"] for column in texts]
     expected = sum(config.weight(name) * part.compute_loss_from_embeddings(embeddings, scores)
                    for name, part in combined.parts.items())
-    assert value.item() == pytest.approx(expected.item(), rel=1e-4)  # the same loss as one pass per column
+    assert value.item() == pytest.approx(expected.item(), rel=1e-4)
     value.backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in student.parameters())
-
-
-def test_merged_candidate_pass_gives_the_per_column_loss_and_gradients(minilm):
-    """The shipped recipe (margin_mse in MatryoshkaLoss) on candidates of different lengths: merging
-    pads them to one width, which the attention mask makes invisible, within fp32 tolerance."""
-    from sentence_transformers.base.losses.merged_forward import column_merging_disabled
-
-    student = prune_layers(minilm, [0, 1])
-    texts = [["what rose today", "why fell stocks"],
-             ["shares rose sharply on a day of heavy trading in london", "stocks fell"],
-             ["the cat sat", "a new phone was released by the firm on monday morning"], ["rain", "the match ended"]]
-    scores = torch.tensor([[0.7, 0.2, 0.1], [0.6, 0.3, 0.4]])
-    loss = candidate_loss(student, TrainConfig(objectives={"margin_mse": 1.0}, matryoshka_dims=[64, 128]))
-
-    def loss_and_grads():
-        student.zero_grad()
-        value = loss([student.tokenize(column) for column in texts], scores)
-        value.backward()
-        return value.item(), [p.grad.clone() for p in student.parameters() if p.grad is not None]
-
-    merged, merged_grads = loss_and_grads()
-    with column_merging_disabled():
-        separate, separate_grads = loss_and_grads()
-    assert merged == pytest.approx(separate, rel=1e-5) and merged > 0
-    assert len(merged_grads) == len(separate_grads)
-    assert all(torch.allclose(a, b, rtol=1e-3, atol=1e-6) for a, b in zip(merged_grads, separate_grads))
 
 
 def test_teacher_scores_enter_margin_mse_in_the_students_cosine_units(minilm):

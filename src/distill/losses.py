@@ -14,15 +14,13 @@ from collections.abc import Callable, Iterable
 import torch
 import torch.nn.functional as F
 from sentence_transformers import SentenceTransformer
-from sentence_transformers.base.losses.merged_forward import embed_columns
 from sentence_transformers.util import all_gather, all_gather_with_grad, batch_to_device
 from torch import Tensor, nn
 
 
 class _JasperLoss(nn.Module):
-    """Shared by the Jasper/Stella losses below: the student embeds the columns as the library's losses
-    do (:func:`embed_columns`: the first column alone, the like-width candidate columns in one merged
-    pass), then ``compute_loss_from_embeddings`` (which :class:`WeightedSumLoss` also calls directly)."""
+    """Shared by the Jasper/Stella losses below: one student pass per text column, then
+    ``compute_loss_from_embeddings`` (which :class:`WeightedSumLoss` also calls directly)."""
 
     def __init__(self, model: SentenceTransformer) -> None:
         super().__init__()
@@ -32,7 +30,7 @@ class _JasperLoss(nn.Module):
         raise NotImplementedError
 
     def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor) -> Tensor:
-        return self.compute_loss_from_embeddings(embed_columns(self.model, sentence_features), labels)
+        return self.compute_loss_from_embeddings([self.model(f)["sentence_embedding"] for f in sentence_features], labels)
 
     @property
     def citation(self) -> str:
@@ -155,10 +153,9 @@ class RelativeSimilarityLoss(_JasperLoss):
 
 
 class WeightedSumLoss(nn.Module):
-    """A weighted sum of losses over the same inputs, with the student's embeddings computed once per
-    batch (the query column alone, the candidate columns in one merged pass, :func:`embed_columns`):
-    each part's ``compute_loss_from_embeddings`` gets the shared embeddings and its own view of the
-    labels (``label_maps``, e.g. teacher scores rescaled to the student's cosine units).
+    """A weighted sum of losses over the same inputs, with one student forward pass per batch: each
+    part's ``compute_loss_from_embeddings`` gets the shared embeddings and its own view of the labels
+    (``label_maps``, e.g. teacher scores rescaled to the student's cosine units).
 
     Inputs: whatever the parts take (texts with teacher embeddings, or a query with candidates and
     teacher scores ``(batch, n)``).
@@ -177,7 +174,7 @@ class WeightedSumLoss(nn.Module):
         self.label_maps = label_maps or {}
 
     def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor) -> Tensor:
-        embeddings = embed_columns(self.model, sentence_features)
+        embeddings = [self.model(f)["sentence_embedding"] for f in sentence_features]
         total = embeddings[0].new_zeros(())
         for name, loss in self.parts.items():
             part_labels = self.label_maps.get(name, lambda x: x)(labels)
