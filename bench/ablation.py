@@ -33,7 +33,7 @@ from distill.gate import paired_bootstrap
 from distill.lock import pipeline_lock
 from distill.pipeline import run_step
 
-from quality import provenance  # bench/quality.py: the script's folder is on sys.path
+from distill.lineage import provenance
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -218,7 +218,7 @@ def main() -> int:
     command = f"python bench/ablation.py --config {args.config} --recipes {args.recipes}" + "".join(
         f" --set {s}" for s in args.set) + (f" --steps {args.steps}" if args.steps != parser.get_default("steps")
                                             else "") + (f" --out {args.out}" if args.out else "")
-    started = provenance(command)  # the code that runs is the code at the start, whatever is committed later
+    started = provenance(command, ROOT)  # the code that runs is the code at the start, whatever is committed later
     rows, timings = [], {}
     for index, recipe in enumerate(recipes, start=1):
         params = recipe_params(args.config, recipe, args.set)

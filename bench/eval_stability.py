@@ -27,7 +27,7 @@ from distill.models import load_model
 from distill.readers import load_corpus
 from distill.student import base_student
 
-from quality import provenance  # bench/quality.py: the script's folder is on sys.path
+from distill.lineage import provenance
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -72,7 +72,7 @@ def main() -> int:
                   for name, values in scores_at_seeds(classification, "repeats", repeats, lambda s: s).items()}
         tables.append((f"{classification.name}: accuracy, {classification.folds} folds", "draws of the folds", scores))
     print(provenance("python bench/eval_stability.py" + "".join(f" --params {p}" for p in args.params)
-                     + "".join(f" --set {s}" for s in args.set) + f" --seeds {args.seeds}"))
+                     + "".join(f" --set {s}" for s in args.set) + f" --seeds {args.seeds}", ROOT))
     for title, averaged, scores in tables:
         print(f"\n{title}, at {args.seeds} seeds\n")
         print(f"| model | {averaged} per score | scores | min | max | spread |\n|---|---|---|---|---|---|")

@@ -22,7 +22,7 @@ import numpy as np
 from distill import label, prepare
 from distill.config import load_params
 from distill.pipeline import configure
-from quality import provenance  # bench/quality.py: the script's folder is on sys.path
+from distill.lineage import provenance
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,7 +44,7 @@ def main() -> int:
     args = parser.parse_args()
     command = "python bench/label_dask.py" + "".join(
         f" --{k} {v}" for k, v in vars(args).items() if v != parser.get_default(k))
-    started = provenance(command)
+    started = provenance(command, ROOT)
     with tempfile.TemporaryDirectory(prefix="label-dask-") as tmp:
         root = Path(tmp)
         runs = {"one process": [], f"dask, {args.workers} workers": [f"cluster.n_workers={args.workers}"]}

@@ -24,7 +24,7 @@ from pathlib import Path
 import yaml
 
 from distill.readers import bbc_dir
-from quality import provenance  # bench/quality.py: the script's folder is on sys.path
+from distill.lineage import provenance
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_RATIO = 1.2
@@ -73,7 +73,7 @@ def main() -> int:
     args = parser.parse_args()
     command = "python bench/label_memory.py" + "".join(
         f" --{k} {v}" for k, v in vars(args).items() if v != parser.get_default(k))
-    started = provenance(command)
+    started = provenance(command, ROOT)
     peaks = {}
     for size in map(int, args.sizes.split(",")):
         with tempfile.TemporaryDirectory(prefix=f"label-memory-{size}-") as tmp:

@@ -23,7 +23,7 @@ from distill.config import load_params
 from distill.encoding import teacher_encoder
 from distill.pipeline import configure
 from distill.readers import load_corpus
-from quality import provenance  # bench/quality.py: the script's folder is on sys.path
+from distill.lineage import provenance
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,7 +37,7 @@ def main() -> int:
     os.chdir(ROOT)  # params paths (outputs, ../shared/data) are relative to the project root
     command = "python bench/label_throughput.py" + "".join(
         f" --{k} {v}" for k, v in vars(args).items() if v != parser.get_default(k))
-    started = provenance(command)
+    started = provenance(command, ROOT)
     params = load_params(args.params or [ROOT / "params.yaml", ROOT / "params/benchmark.yaml"])
     configure(params)
     corpus = load_corpus(params.paths.prepared)

@@ -39,7 +39,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from quality import provenance  # noqa: E402  bench/quality.py: the script's folder is on sys.path
+from distill.lineage import provenance  # noqa: E402
 
 from distill.config import ChunkingConfig, LongSet, StsSet, load_params  # noqa: E402
 from distill.encoding import Encoder, teacher_encoder, turn_order  # noqa: E402
@@ -85,7 +85,7 @@ def main() -> int:
     command = "python bench/long_context.py" + "".join(f" --set {s}" for s in args.set)
     if args.steps != parser.get_default("steps"):
         command += f" --steps '{args.steps}'"
-    started = provenance(command)
+    started = provenance(command, ROOT)
     overrides = [f"paths.{k}={v}" for k, v in PATHS.items()] + args.set
     params = load_params([ROOT / "params.yaml", ROOT / "params/long.yaml"], overrides)
     short_params = load_params([ROOT / "params.yaml"], [f"paths.{k}={PATHS[k]}" for k in ("prepared", "mined")]

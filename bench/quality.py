@@ -13,40 +13,21 @@ headed by the git commit, date, machine and command.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-import torch
 
 from distill.config import load_params
+from distill.lineage import provenance
 from distill.lock import pipeline_lock
 from distill.pipeline import run_step
 
 ROOT = Path(__file__).resolve().parents[1]
 ROLES = {"teacher": "teacher", "baseline": "undistilled", "student": "distilled"}
 TARGETS = {"sts_retained": 99.0, "ndcg_retained": 98.0, "speedup": 6.0}  # issue #7's targets
-
-
-def provenance(command: str) -> str:
-    def git(*args: str) -> str:  # a copy of the tree without git (or without .git) names no commit
-        try:
-            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-        except FileNotFoundError:
-            return ""
-
-    commit = git("rev-parse", "--short", "HEAD") or "unknown (no git repository)"
-    dirty = git("status", "--porcelain", "--untracked-files=no")
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    return (f"commit `{commit}`{' (uncommitted changes!)' if dirty else ''}, {datetime.date.today()}, "
-            f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} {torch.get_num_threads()} threads, "
-            f"command `{command}`")
 
 
 def main() -> int:
@@ -59,7 +40,7 @@ def main() -> int:
     command = "python bench/quality.py" + "".join(f" --{k} {v}" for k, v in
                                                    (("steps", args.steps),) if v != parser.get_default("steps"))
     command += "".join(f" --set {s}" for s in args.set)
-    started = provenance(command)  # the code that runs is the code at the start, whatever is committed later
+    started = provenance(command, ROOT)  # the code that runs is the code at the start, whatever is committed later
     params = load_params([ROOT / "params.yaml", ROOT / "params/benchmark.yaml"], args.set)
     timings = {}
     with pipeline_lock(params.paths.lock):  # held across all steps: no other run slips in between

@@ -52,7 +52,7 @@ from distill.pipeline import run_step
 from distill.readers import load_corpus, load_queries
 from distill.sampling import spread_sample
 
-from quality import provenance  # bench/quality.py: the script's folder is on sys.path
+from distill.lineage import provenance
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = Path("bench/out/scaling")
@@ -223,7 +223,7 @@ def main() -> int:
         parser.error(f"unknown points {unknown}; choose from {list(POINTS)}")
     command = f"python bench/scaling.py --points {args.points}" + "".join(f" --set {s}" for s in args.set) + (
         f" --steps {args.steps}" if args.steps != parser.get_default("steps") else "")
-    started = provenance(command)
+    started = provenance(command, ROOT)
     # Points measured by earlier runs stay in the results, each row with its own provenance, so a
     # study can be run in parts; a point run again replaces its row.
     results = ROOT / OUT / "results.json"

@@ -33,7 +33,7 @@ from distill.student import base_student
 from distill.text import split_passages
 from distill.train import candidate_loss
 
-from quality import provenance  # bench/quality.py: the script's folder is on sys.path
+from distill.lineage import provenance
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -59,7 +59,7 @@ def main() -> int:
     os.chdir(ROOT)
     params = load_params(ROOT / "params.yaml", args.set)
     command = f"python bench/train_step.py --repeats {args.repeats}" + "".join(f" --set {s}" for s in args.set)
-    started = provenance(command)
+    started = provenance(command, ROOT)
     student = base_student(params)
     loss = candidate_loss(student, params.train)
     columns, labels = fixed_batch(params)

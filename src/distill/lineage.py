@@ -10,11 +10,13 @@ line (``python -m dvc`` with this interpreter), so ``dvc.lock``, ``dvc status``,
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import io
 import json
 import logging
 import os
+import platform
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -238,6 +240,25 @@ def lineage_tags() -> dict[str, str]:
         for out in lock.get("stages", {}).get(stage, {}).get("outs", []):
             tags[f"dvc_out/{out['path']}"] = str(out.get("md5", "unknown"))
     return tags
+
+
+def provenance(command: str, root: Path) -> str:
+    """The header of a benchmark table: commit (and whether tracked files differ from it), date, CPU,
+    cores, torch and its threads, and the command."""
+    commit = git_commit(root)
+    try:
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True,
+                               text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        dirty = ""
+    import torch  # only the benchmarks ask; the flow's lineage calls stay light
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    short = commit[:7] if commit != "unknown" else "unknown (no git repository)"
+    return (f"commit `{short}`{' (uncommitted changes!)' if dirty else ''}, {datetime.date.today()}, "
+            f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} {torch.get_num_threads()} threads, "
+            f"command `{command}`")
 
 
 def git_commit(root: Path) -> str:
