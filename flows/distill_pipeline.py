@@ -1,4 +1,4 @@
-"""The ``distill-pipeline`` Prefect flow: prepare → label → train → evaluate → register, as DVC runs.
+"""The ``distill-pipeline`` Prefect flow: prepare → label → train → export → evaluate → register, as DVC runs.
 
 Each task runs its DVC stage (``dvc repro --single-item <stage>``), so a flow run and ``dvc repro``
 are one pipeline with one ``dvc.lock``: after a flow run ``dvc status`` is clean and ``dvc repro``
@@ -43,7 +43,7 @@ from distill.tracking import pipeline_run
 # Retries where a second try can succeed: hub downloads while labelling, a busy tracking store, a
 # remote that did not answer. Bad params, bad data and training divergence fail the same way twice.
 # A retried register reuses the version its MLflow run registered already (never a twin).
-RETRIES = {"prepare": 0, "label": 2, "train": 0, "evaluate": 1, "register": 2, "push": 2}
+RETRIES = {"prepare": 0, "label": 2, "train": 0, "export": 0, "evaluate": 1, "register": 2, "push": 2}
 
 
 def _stage_task(name: str):
@@ -57,7 +57,7 @@ def _stage_task(name: str):
     return task(name=name, retries=RETRIES[name], retry_delay_seconds=5, cache_policy=NO_CACHE)(run)
 
 
-STAGE_TASKS = {name: _stage_task(name) for name in ("prepare", "label", "train", "evaluate", "register")}
+STAGE_TASKS = {name: _stage_task(name) for name in ("prepare", "label", "train", "export", "evaluate", "register")}
 
 
 @task(name="label-slice", retries=RETRIES["label"], retry_delay_seconds=5, cache_policy=NO_CACHE)
@@ -146,7 +146,7 @@ def distill_pipeline(
     kept = lineage.workspace_kept(root, bool(leaves), keep=(params.paths.teacher_cache,))
     with pipeline_lock(params.paths.lock), kept, lineage.params_applied(root, leaves):
         with pipeline_run(params, run_name=run_name, tags={"entry_point": "prefect"}) as run_id:
-            for name in ("prepare", "label", "train", "evaluate"):
+            for name in ("prepare", "label", "train", "export", "evaluate"):
                 if name == "label" and params.cluster.enabled:
                     label_on_cluster(params)
                 STAGE_TASKS[name](str(root), run_id)

@@ -37,6 +37,7 @@ def tiny_params_dict(root: Path) -> dict:
             "mined": str(root / "data/mined"),
             "eval_cache": str(root / "data/eval_cache"),
             "student": str(root / "models/student"),
+            "exports": str(root / "models/exports"),
             "metrics": str(root / "metrics"),
             "reports": str(root / "reports"),
             "plots": str(root / "plots"),
@@ -53,6 +54,8 @@ def tiny_params_dict(root: Path) -> dict:
         },
         # The shipped objectives (margin_mse in MatryoshkaLoss, 3 negatives), on fewer and shorter candidates.
         "mining": {"negatives": 3, "rank_end": 20},
+        # No exports by default (each costs ~10 s of tracing here); finished_pipeline and test_exports make them.
+        "export": {"formats": [], "calibration_texts": 32},
         "train": {"epochs": 1, "batch_size": 32, "candidate_batch_size": 8, "eval_texts": 32, "eval_steps": 100,
                   "log_steps": 1},
         "eval": {
@@ -109,13 +112,16 @@ def minilm():
 
 @pytest.fixture(scope="session")
 def finished_pipeline(tmp_path_factory):
-    """prepare → label → train → evaluate once on the tiny config; returns (params, metrics)."""
-    from distill import evaluate, label, prepare, train
+    """prepare → label → train → export (every format) → evaluate once on the tiny config; returns
+    (params, metrics)."""
+    from distill import evaluate, export, label, prepare, train
 
-    params = load_params(write_tiny_params(tmp_path_factory.mktemp("pipeline")))
+    params = load_params(write_tiny_params(tmp_path_factory.mktemp("pipeline"),
+                                           export={"formats": ["onnx", "onnx_int8", "openvino_int8"]}))
     prepare.run(params)
     label.run(params)
     train.run(params)
+    export.run(params)
     flat = evaluate.run(params)
     return params, flat
 

@@ -80,3 +80,30 @@ def test_student_records_its_training_data(finished_pipeline):
     assert info["corpus_sha256"] == flat["corpus/sha256"]
     documents = (Path(params.paths.student) / "train_documents.txt").read_text().split()
     assert len(documents) == info["train_documents"] > 0
+
+
+def test_exports_encode_like_the_student_and_are_evaluated_beside_it(finished_pipeline):
+    params, flat = finished_pipeline
+    student = SentenceTransformer(params.paths.student)
+    texts = ["who won the match", "Shares in the bank fell sharply after the results were announced."]
+    reference = student.encode(texts, prompt_name="query", normalize_embeddings=True)
+    # int8 rounds weights (and, for OpenVINO, activations): close to the fp32 student, not equal to it.
+    floors = {"onnx": 0.9999, "onnx_int8": 0.98, "openvino_int8": 0.98}
+    for fmt in params.export.formats:
+        role = f"student_{fmt}"
+        exported = SentenceTransformer(str(Path(params.paths.exports) / fmt), trust_remote_code=True)
+        assert exported.prompts["query"] == "query: " and "safetensors" not in str(list(Path(params.paths.exports, fmt).rglob("*")))
+        cosines = (exported.encode(texts, prompt_name="query", normalize_embeddings=True) * reference).sum(axis=1)
+        assert cosines.min() >= floors[fmt], (fmt, cosines)
+        for key in ("mean_score", "headlines/ndcg@10", "fid/sim_spearman", "texts_per_s", "speedup", "retained_pct/mean_score"):
+            assert math.isfinite(flat[f"{role}/{key}"]), f"{role}/{key}"
+        assert flat[f"{role}/vs_student/low"] <= flat[f"{role}/vs_student/difference"] <= flat[f"{role}/vs_student/high"]
+        assert flat[f"{role}/parameters"] == flat["student/parameters"]
+    assert abs(flat["student_onnx/vs_student/difference"]) < 0.5  # the same weights in another runtime
+    for fmt in ("onnx_int8", "openvino_int8"):  # int8 weights: about a quarter of the fp32 folder
+        assert flat[f"student_{fmt}/size_mb"] < 0.5 * flat["student_onnx/size_mb"], fmt
+    report = (Path(params.paths.reports) / "report.md").read_text()
+    for label in ("ONNX fp32", "ONNX Runtime int8 (dynamic)", "OpenVINO int8 (static, calibrated)"):
+        assert f"| distilled student, {label} |" in report, label
+    speed = (Path(params.paths.plots) / "eval/speed_quality.csv").read_text()
+    assert speed.count("\n") == 1 + 3 + len(params.export.formats)  # header, three models, every export

@@ -43,6 +43,7 @@ class PathsConfig(_Section):
     # of eval.sets and corpus.exclude_sets here, so changing one reruns prepare and evaluate.
     eval_data: str = "evaldata"
     student: str = "models/student"
+    exports: str = "models/exports"  # one folder per export.formats entry, each a Sentence Transformers model
     metrics: str = "metrics"
     reports: str = "reports"
     plots: str = "plots"
@@ -602,6 +603,29 @@ class ClusterConfig(_Section):
         return self.address is not None or self.n_workers > 0
 
 
+ExportFormat = Literal["onnx", "onnx_int8", "openvino_int8"]
+
+
+class ExportConfig(_Section):
+    """Faster ways to serve the distilled student, each evaluated beside it (:mod:`distill.runtimes`):
+    ``onnx`` (fp32 ONNX Runtime), ``onnx_int8`` (dynamic int8 ONNX Runtime) and ``openvino_int8``
+    (static int8 OpenVINO, activation ranges calibrated on ``calibration_texts`` training texts)."""
+
+    formats: list[ExportFormat] = Field(default_factory=lambda: ["onnx", "onnx_int8", "openvino_int8"])
+    calibration_texts: int = Field(default=300, gt=0)
+
+    @model_validator(mode="after")
+    def _unique_formats(self) -> "ExportConfig":
+        if len(set(self.formats)) != len(self.formats):
+            raise ValueError(f"export.formats repeats a format: {self.formats}")
+        return self
+
+
+def export_role(fmt: str) -> str:
+    """The role an exported student's metrics take in eval.json: ``student_onnx_int8/mean_score``."""
+    return f"student_{fmt}"
+
+
 class TrackingConfig(_Section):
     tracking_uri: str = "sqlite:///mlflow.db"
     experiment: str = "distill"
@@ -636,6 +660,7 @@ class Params(_Section):
     mining: MiningConfig = Field(default_factory=MiningConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     # "register" would shadow BaseModel.register; params.yaml still spells it ``register``.
@@ -690,14 +715,15 @@ class Params(_Section):
             raise ValueError("register.primary_metric mean_score needs at least one eval set besides fidelity")
         # Metric names within a set are the evaluator's; register checks them against eval.json.
         sets = {s.name for s in self.eval.sets}
+        roles = ("student", "baseline", "teacher", *map(export_role, self.export.formats))
         for key in self.registry.min_metrics:
             role, _, rest = key.partition("/")
             head = rest.split("/")[0]
-            if role not in ("student", "baseline", "teacher") or not (head in sets or rest in MODEL_METRICS
-                                                                      or head in ("retained_pct", "vs_baseline")):
+            if role not in roles or not (head in sets or rest in MODEL_METRICS
+                                         or head in ("retained_pct", "vs_baseline", "vs_student")):
                 raise ValueError(
                     f"register.min_metrics key {key!r} names no metric of this evaluation: expected "
-                    f"<student|baseline|teacher>/<set>/<metric> with a set of eval.sets {sorted(sets)}, or "
+                    f"<{'|'.join(roles)}>/<set>/<metric> with a set of eval.sets {sorted(sets)}, or "
                     f"<role>/{{{', '.join(MODEL_METRICS)}}}")
         return self
 

@@ -22,9 +22,9 @@ import pandas as pd
 import torch
 
 from distill import metrics
-from distill.config import Params, is_quality_set
+from distill.config import Params, export_role, is_quality_set
 from distill.encoding import Encoder, TruncatedEncoder, teacher_encoder, turn_order
-from distill.errors import DataError
+from distill.errors import DataError, ProvenanceError
 from distill.evaluation import (
     Evaluator,
     RetrievalEvaluator,
@@ -36,7 +36,8 @@ from distill.evaluation import (
 )
 from distill.gate import Interval, paired_bootstrap
 from distill.models import load_model, model_info
-from distill.readers import load_corpus, load_corpus_summary
+from distill.readers import load_corpus, load_corpus_summary, load_exports_manifest
+from distill.runtimes import load_exported
 from distill.report import write_outputs
 from distill.sampling import spread_sample
 from distill.student import base_student, load_distillation_info, shares_teacher_space, teacher_to_student_space
@@ -65,11 +66,11 @@ def measure_throughput(
 
 
 def derived_metrics(results: dict[str, dict[str, float]], params: Params) -> dict[str, float]:
-    """Retained % of the teacher (per quality set and mean score) and speed-up, for both students."""
+    """Retained % of the teacher (per quality set and mean score) and speed-up, for every student."""
     teacher = results["teacher"]
     derived = {}
     keys = [f"{s.name}/{s.primary_metric}" for s in params.eval.sets if is_quality_set(s)] + ["mean_score"]
-    for role in ("baseline", "student"):
+    for role in (r for r in results if r != "teacher"):
         for key in keys:
             if teacher.get(key) and key in results[role]:
                 derived[f"{role}/retained_pct/{key.split('/')[0]}"] = 100 * results[role][key] / teacher[key]
@@ -102,6 +103,25 @@ def variant_metrics(
     return flat
 
 
+def exported_students(params: Params, student: Encoder, **encoder_kwargs) -> dict[str, tuple[Encoder, float]]:
+    """Each format of ``export.formats`` as an encoder under its role, with its size on disk (MiB), from
+    ``paths.exports``; refused when the export step ran on another student than ``student``."""
+    if not params.export.formats:
+        return {}
+    exports = Path(params.paths.exports)
+    manifest = load_exports_manifest(exports)
+    if manifest.get("student_fingerprint") != student.fingerprint:
+        raise ProvenanceError(f"{exports} was exported from another student than {params.paths.student} "
+                              f"({manifest.get('student_fingerprint')} vs {student.fingerprint}): run the export step")
+    if missing := [fmt for fmt in params.export.formats if fmt not in manifest.get("formats", {})]:
+        raise DataError(f"{exports} holds no {missing} export (export.formats changed?): run the export step")
+    return {
+        export_role(fmt): (Encoder(model=load_exported(exports / fmt, "paths.exports"), name=export_role(fmt),
+                                   **encoder_kwargs), manifest["formats"][fmt]["size_mb"])
+        for fmt in params.export.formats
+    }
+
+
 def run(params: Params) -> dict[str, float | str]:
     """Evaluate teacher, undistilled student and distilled student; write metrics, report, plots."""
     corpus = load_corpus(params.paths.prepared)
@@ -127,10 +147,13 @@ def run(params: Params) -> dict[str, float | str]:
         "baseline": Encoder(model=baseline, name="baseline", **student_kwargs),
         "student": Encoder(model=load_model(str(student_path), field="paths.student"), name="student", **student_kwargs),
     }
+    exported = exported_students(params, encoders["student"], **student_kwargs)
+    encoders.update({role: encoder for role, (encoder, _) in exported.items()})
     spaces = {
         "teacher": None,
         "baseline": (lambda x: x) if shares_teacher_space(params) else None,
-        "student": lambda x: teacher_to_student_space(student_path, x),
+        # An export is the student's own modules around another runtime: the same output space.
+        **dict.fromkeys(["student", *exported], lambda x: teacher_to_student_space(student_path, x)),
     }
 
     results: dict[str, dict[str, float]] = {}
@@ -151,13 +174,14 @@ def run(params: Params) -> dict[str, float | str]:
     rates = measure_throughput(encoders, speed_texts, text_type, params.eval.throughput_warmup,
                                params.eval.throughput_repeats)
     for role, encoder in encoders.items():
-        info = model_info(encoder.model)
+        # An export's weights live in its graph, so its parameters are the student's and its size the folder's.
+        info = model_info(encoders["student"].model if role in exported else encoder.model)
         results[role].update({
             "texts_per_s": statistics.median(rates[role]),
             "texts_per_s_min": min(rates[role]),
             "texts_per_s_max": max(rates[role]),
             "parameters": float(info.parameters),
-            "size_mb": info.size_mb,
+            "size_mb": exported[role][1] if role in exported else info.size_mb,
         })
 
     registry = params.registry
@@ -180,6 +204,12 @@ def run(params: Params) -> dict[str, float | str]:
     flat.update({f"student/vs_baseline/{k}": v for k, v in versus_baseline.as_dict().items()})
     flat.update({f"student/vs_baseline/{name}/{k}": interval.as_dict()[k] for name, interval in versus_per_set.items()
                  for k in ("difference", "low", "high")})
+    # What each export loses against the fp32 student it was made from, on the primary metric.
+    for role in exported:
+        interval = paired_bootstrap(role_items(items, role, params.eval.sets), student_items,
+                                    primary_sets(params.eval.sets, registry.primary_metric),
+                                    registry.bootstrap_resamples, registry.confidence, params.seed)
+        flat.update({f"{role}/vs_student/{k}": interval.as_dict()[k] for k in ("difference", "low", "high")})
     flat.update({
         "eval/threads": float(torch.get_num_threads()),
         "eval/batch_size": float(params.eval.batch_size),

@@ -14,7 +14,7 @@ from distill.lock import pipeline_lock
 
 # Each step is the module distill.<step> with a run(params); a step imports only what it needs (the
 # registry's MLflow loads only for register, so a machine without it can prepare, label, train, evaluate).
-STEPS = ("prepare", "label", "train", "evaluate", "register")
+STEPS = ("prepare", "label", "train", "export", "evaluate", "register")
 
 
 def configure(params: Params) -> None:

@@ -22,6 +22,7 @@ QUERIES_FILE = "queries.parquet"
 SUMMARY_FILE = "summary.json"
 CANDIDATES_FILE = "candidates.parquet"
 LONG_DOCUMENTS_FILE = "long_documents.parquet"
+EXPORTS_MANIFEST = "manifest.json"
 T = TypeVar("T")
 
 
@@ -160,6 +161,10 @@ def read_artifact(path: str | Path, read: Callable[[Path], T], step: str, settin
 
 def read_json_artifact(path: str | Path, step: str) -> Any:
     return read_artifact(path, lambda p: json.loads(p.read_text(encoding="utf-8")), step)
+
+
+def load_exports_manifest(exports_dir: str | Path) -> dict:
+    return read_json_artifact(Path(exports_dir) / EXPORTS_MANIFEST, "export")
 
 
 def load_corpus(prepared_dir: str | Path) -> pd.DataFrame:

@@ -14,13 +14,22 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from distill.config import Params, is_quality_set  # noqa: E402
+from distill.config import ExportFormat, Params, export_role, is_quality_set  # noqa: E402
 from distill.evaluation import PER_ITEM_FILE  # noqa: E402
 from distill.gate import Interval  # noqa: E402
 from distill.io import atomic_dir, write_json  # noqa: E402
 from distill.student import describe  # noqa: E402
 
 ROLE_LABELS = {"teacher": "teacher", "baseline": "undistilled student", "student": "distilled student"}
+EXPORT_LABELS = {"onnx": "ONNX fp32", "onnx_int8": "ONNX Runtime int8 (dynamic)",
+                 "openvino_int8": "OpenVINO int8 (static, calibrated)"}
+assert set(EXPORT_LABELS) == set(ExportFormat.__args__), "every export format needs a label"
+
+
+def role_labels(flat: dict) -> dict[str, str]:
+    """Every model this evaluation measured, in table order: the three models, then each export."""
+    exports = {export_role(fmt): f"distilled student, {label}" for fmt, label in EXPORT_LABELS.items()}
+    return {role: label for role, label in {**ROLE_LABELS, **exports}.items() if f"{role}/texts_per_s" in flat}
 
 
 def verdict(params: Params, flat: dict, versus_baseline: Interval) -> str:
@@ -49,7 +58,7 @@ def per_set_differences(params: Params, flat: dict) -> str:
 def results_table(params: Params, flat: dict) -> pd.DataFrame:
     """One row per model: every set metric, mean score, retained %, texts/s, speed-up, size."""
     rows = []
-    for role, label in ROLE_LABELS.items():
+    for role, label in role_labels(flat).items():
         row: dict[str, object] = {"model": label}
         for spec in params.eval.sets:
             for key in sorted(k for k in flat if k.startswith(f"student/{spec.name}/")):
@@ -61,6 +70,9 @@ def results_table(params: Params, flat: dict) -> pd.DataFrame:
         row["speed-up"] = flat.get(f"{role}/speedup", 1.0)
         row["params (M)"] = flat[f"{role}/parameters"] / 1e6
         row["size (MB)"] = flat[f"{role}/size_mb"]
+        if f"{role}/vs_student/low" in flat:
+            row["vs distilled fp32"] = (f"{flat[f'{role}/vs_student/difference']:+.2f} [{flat[f'{role}/vs_student/low']:+.2f}, "
+                                        f"{flat[f'{role}/vs_student/high']:+.2f}]")
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -211,10 +223,10 @@ def write_outputs(
     metrics_dir, reports_dir = Path(params.paths.metrics), Path(params.paths.reports)
     plots_dir = Path(params.paths.plots) / "eval"
     speed = pd.DataFrame([
-        {"model": ROLE_LABELS[role], "texts/s": flat[f"{role}/texts_per_s"],
+        {"model": label, "texts/s": flat[f"{role}/texts_per_s"],
          "texts/s min": flat[f"{role}/texts_per_s_min"], "texts/s max": flat[f"{role}/texts_per_s_max"],
          "mean score": flat.get(f"{role}/mean_score", float("nan"))}
-        for role in ROLE_LABELS
+        for role, label in role_labels(flat).items()
     ])
     # Everything is rendered into staging first; only then do the outputs replace the old ones.
     with atomic_dir(plots_dir) as staging:
