@@ -1,7 +1,14 @@
 """The registry gate end to end, against a real MLflow SQLite store in a temp folder."""
 
 import json
+import os
 import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import mlflow
@@ -121,3 +128,54 @@ def test_registered_model_round_trip_matches_student(workspace):
     cosine = np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
     assert cosine.min() >= 0.9999
     assert loaded.prompts["query"] == "query: "
+
+
+def post_json(url: str, body: dict) -> dict:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.loads(response.read())
+
+
+def test_served_champion_encodes_like_the_student(workspace, tmp_path):
+    """`mlflow models serve` of models:/<name>@champion, as the README shows it: a query and a passage
+    over HTTP, each with its prompt_name, come back as SentenceTransformer(student).encode's vectors."""
+    make_student_better(workspace)
+    assert register.run(workspace).alias == "champion"
+    name = workspace.registry.model_name
+    version = client_for(workspace).get_model_version_by_alias(name, "champion")
+    assert "registered as @champion" in version.description and "onnx_int8" in version.description
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    # The server execs uvicorn by name: the venv's bin first, as `make test` has it.
+    env = {**os.environ, "MLFLOW_TRACKING_URI": workspace.tracking.tracking_uri,
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    log = open(tmp_path / "serve.log", "w")
+    server = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{name}@champion",
+                               "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)],
+                              env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=5) as response:
+                    if response.status == 200:
+                        break
+            except (urllib.error.URLError, ConnectionError):
+                pass
+            assert server.poll() is None and time.monotonic() < deadline, (tmp_path / "serve.log").read_text()[-3000:]
+            time.sleep(1)
+        student = SentenceTransformer(workspace.paths.student)
+        served = {}
+        for prompt_name, text in (("query", "who won the match"), ("passage", "Shares in the bank fell sharply.")):
+            answer = post_json(f"http://127.0.0.1:{port}/invocations",
+                               {"inputs": [text], "params": {"prompt_name": prompt_name}})
+            served[prompt_name] = np.array(answer["predictions"], dtype=np.float32)
+            np.testing.assert_allclose(served[prompt_name], student.encode([text], prompt_name=prompt_name), atol=1e-5)
+        # The tiny student's prompts differ by type, so a prompt_name the server ignored would show here.
+        unprompted = student.encode(["who won the match"])
+        assert not np.allclose(served["query"], unprompted, atol=1e-3)
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+        log.close()

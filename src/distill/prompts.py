@@ -11,12 +11,16 @@ from __future__ import annotations
 
 from sentence_transformers import SentenceTransformer
 
+from distill.config import TEXT_TYPES
+
 
 def prompt_for(prompts: dict[str, str], text_type: str) -> str:
     return prompts.get(text_type, "")
 
 
 def set_student_prompts(model: SentenceTransformer, prompts: dict[str, str]) -> None:
-    """Save ``prompts`` into the model so they travel with it; no prompt is applied by default."""
-    model.prompts = dict(prompts)
+    """Save ``prompts`` into the model so they travel with it, with ``""`` for every other text type the
+    pipeline encodes, so ``encode(..., prompt_name="query")`` works on every student (a served one
+    takes ``prompt_name`` from the request); no prompt is applied by default."""
+    model.prompts = {**dict.fromkeys(TEXT_TYPES, ""), **prompts}
     model.default_prompt_name = None

@@ -25,7 +25,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
-from distill.config import Params, ParamsError
+from distill.config import Params, ParamsError, export_role
 from distill.encoding import Encoder
 from distill.errors import DataError, ProvenanceError
 from distill.evaluation import (
@@ -42,7 +42,8 @@ from distill.gate import Interval, decide, paired_bootstrap
 from distill.io import write_json
 from distill.lineage import lineage_tags
 from distill.models import fingerprint, load_model
-from distill.readers import load_corpus, read_json_artifact
+from distill.readers import load_corpus, load_exports_manifest, read_json_artifact
+from distill.student import describe
 from distill.tracking import log_outputs, pipeline_run
 
 log = logging.getLogger(__name__)
@@ -64,13 +65,39 @@ class Registration:
     run_id: str
 
 
-def serving_requirements() -> list[str]:
-    """Explicit requirements, so MLflow need not infer them by loading the model in a subprocess.
+# What `mlflow models serve` of a registered student takes beside the texts: the student's prompt by
+# name (every student carries query, passage and sentence, "" where it has none). Passage by default.
+SERVING_PARAMS = {"prompt_name": "passage"}
+SERVING_EXAMPLE = (["who won the election", "The election was won by a narrow margin."], {"prompt_name": "query"})
 
-    torch is deliberately absent: a pinned ``torch==X`` resolves to a CUDA build on PyPI, and the
-    serving host installs the torch build that fits its hardware first.
-    """
-    return [f"sentence-transformers=={package_version('sentence-transformers')}", f"transformers=={package_version('transformers')}"]
+
+def serving_requirements() -> list[str]:
+    """The versions of every library that computes an embedding here, so the served model encodes as
+    the evaluated one did (and MLflow need not infer them by loading the model in a subprocess).
+    torch is pinned without its local build tag (``+cpu``, ``+cu128``): the serving host's package
+    index supplies the build for its hardware, of the same version."""
+    return [f"{name}=={package_version(name).split('+')[0]}"
+            for name in ("sentence-transformers", "transformers", "tokenizers", "torch")]
+
+
+def description(params: Params, metrics: dict, alias: str, reason: str) -> str:
+    """What a person reads first on the MLflow run and model version: the verdict, the student, and
+    every variant evaluated beside it (exports under the run's ``exports/`` artifacts)."""
+    primary = params.registry.primary_metric
+    lines = [f"{describe(params)} distilled from `{params.teacher.model}`; registered as @{alias}: {reason}.",
+             f"{primary}: student {metrics[f'student/{primary}']:.2f}, undistilled {metrics[f'baseline/{primary}']:.2f}, "
+             f"teacher {metrics[f'teacher/{primary}']:.2f}; student − undistilled "
+             f"{metrics['student/vs_baseline/difference']:+.2f} [{metrics['student/vs_baseline/low']:+.2f}, "
+             f"{metrics['student/vs_baseline/high']:+.2f}]; {metrics['student/speedup']:.1f}x the teacher's texts/s.",
+             "Serve: `mlflow models serve -m models:/<name>@<alias> --env-manager local`, request "
+             '`{"inputs": [texts], "params": {"prompt_name": "query"}}` (query | passage | sentence).']
+    for fmt in params.export.formats:
+        role = export_role(fmt)
+        lines.append(f"Export `{fmt}` (artifact `exports/{fmt}`, load with SentenceTransformer(path, trust_remote_code=True)): "
+                     f"{primary} {metrics[f'{role}/{primary}']:.2f}, vs fp32 student {metrics[f'{role}/vs_student/difference']:+.2f} "
+                     f"[{metrics[f'{role}/vs_student/low']:+.2f}, {metrics[f'{role}/vs_student/high']:+.2f}], "
+                     f"{metrics[f'{role}/speedup']:.1f}x the teacher's texts/s, {metrics[f'{role}/size_mb']:.0f} MB.")
+    return "\n\n".join(lines)
 
 
 def _champion(client: MlflowClient, name: str) -> ModelVersion | None:
@@ -132,6 +159,11 @@ def run(params: Params) -> Registration:
             f"{params.paths.student} (fingerprint {student_fingerprint}) is not the student that {metrics_path} "
             f"scored ({metrics.get('student/fingerprint')}): run the evaluate step on it first"
         )
+    if params.export.formats:
+        exported_from = load_exports_manifest(params.paths.exports).get("student_fingerprint")
+        if exported_from != student_fingerprint:
+            raise ProvenanceError(f"{params.paths.exports} was exported from another student ({exported_from}) than "
+                                  f"{params.paths.student} ({student_fingerprint}): run the export and evaluate steps")
     spec = str(metrics["eval/spec"])
     sets = primary_sets(params.eval.sets, config.primary_metric)
     student_items = role_items(items, "student", params.eval.sets)
@@ -154,16 +186,18 @@ def run(params: Params) -> Registration:
         champion = _champion(client, config.model_name)
         versus_champion = interval_against(champion_items(client, champion, spec, params)) if champion else None
         decision = decide(metrics, config, versus_baseline, versus_champion)
-        example = ["an example sentence"]
+        texts, example_params = SERVING_EXAMPLE
         info = mlflow.sentence_transformers.log_model(
             student,
             name="student",
             registered_model_name=config.model_name,
             pip_requirements=serving_requirements(),
-            signature=infer_signature(example, student.encode(example)),
+            signature=infer_signature(texts, student.encode(texts, **example_params), params=SERVING_PARAMS),
+            input_example=SERVING_EXAMPLE,
         )
         version = str(info.registered_model_version)
         alias = CHAMPION if decision.promote else CHALLENGER
+        note = description(params, metrics, alias, decision.reason)
         tags = {
             "gate": decision.reason,
             "alias_at_registration": alias,
@@ -180,10 +214,11 @@ def run(params: Params) -> Registration:
             for key, value in tags.items():
                 client.set_model_version_tag(config.model_name, version, key, value)
             client.set_registered_model_alias(config.model_name, alias, version)
+            client.update_model_version(config.model_name, version, description=note)
         except Exception:
             client.delete_model_version(config.model_name, version)
             raise
-        mlflow.set_tags({"registered_version": version, "registry_alias": alias})
+        mlflow.set_tags({"registered_version": version, "registry_alias": alias, "mlflow.note.content": note})
     result = Registration(
         model_name=config.model_name,
         version=int(version),

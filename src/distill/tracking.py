@@ -67,7 +67,8 @@ def pipeline_run(params: Params, run_name: str | None = None, tags: dict[str, st
 
 def log_outputs(params: Params, metrics: dict[str, float | str]) -> None:
     """Training curves as step metrics, the evaluation table as metrics (its strings, such as the
-    evaluation spec and student fingerprint, as tags), report, per-item scores and plots as artifacts."""
+    evaluation spec and student fingerprint, as tags), report, per-item scores, plots and the exported
+    students as artifacts."""
     training = Path(params.paths.plots) / "training"
     for file_name, column in (("train_loss.csv", "loss"), ("eval_loss.csv", "eval_loss")):
         path = training / file_name
@@ -87,3 +88,5 @@ def log_outputs(params: Params, metrics: dict[str, float | str]) -> None:
     plots = Path(params.paths.plots)
     for image in sorted(plots.glob("*/*.png")):
         mlflow.log_artifact(str(image), artifact_path="plots")
+    for fmt in params.export.formats:  # each a Sentence Transformers folder (distill.runtimes)
+        mlflow.log_artifacts(str(Path(params.paths.exports) / fmt), artifact_path=f"exports/{fmt}")
