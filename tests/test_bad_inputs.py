@@ -103,6 +103,14 @@ def damaged_copy(source: Path, folder: Path, name: str, cut: int | None = None, 
     return folder
 
 
+def exports_of(folder: Path, fingerprint: str) -> Path:
+    """An exports folder whose manifest names a student by ``fingerprint`` and an ``onnx`` export."""
+    folder.mkdir()
+    (folder / "manifest.json").write_text(json.dumps({"student_fingerprint": fingerprint,
+                                                      "formats": {"onnx": {"folder": "onnx", "size_mb": 1.0}}}))
+    return folder
+
+
 def evaluated_metrics(folder: Path, per_item: bytes, eval_json: bytes = b"{}") -> Path:
     folder.mkdir()
     (folder / "eval.json").write_bytes(eval_json)
@@ -218,6 +226,24 @@ CASES = {
                     r"for 'student/topics/acuracy' did you mean \['student/topics/accuracy'\]",
         lambda i: ["register.min_metrics={student/topics/acuracy: 90}",
                    f"paths.metrics={evaluated_metrics(i / 'metrics', b'', eval_json=TOPICS_JSON)}"]),
+    # export: formats, and exports that do not belong to the student
+    "export_format_repeated": Case(
+        "export", r"export\.formats repeats a format: \['onnx', 'onnx'\]",
+        lambda i: ["export.formats=[onnx, onnx]"]),
+    "export_format_unknown": Case(
+        "export", r"export\.formats\.0.*'onnx', 'onnx_int8' or 'openvino_int8'",
+        lambda i: ["export.formats=[tflite]"]),
+    "export_without_a_student": Case(
+        "export", r"holds no trained student: run the train step first",
+        lambda i: [f"paths.student={i / 'no-student'}", "export.formats=[onnx]"]),
+    "evaluate_without_exports": Case(
+        "evaluate", r"no-exports/manifest\.json does not exist: run the export step \(python -m distill export\)",
+        lambda i: [f"paths.student={resolve_model('all-MiniLM-L6-v2')}", f"paths.exports={i / 'no-exports'}",
+                   "export.formats=[onnx]"]),
+    "exports_of_another_student": Case(
+        "evaluate", r"other-exports was exported from another student than .*: run the export step",
+        lambda i: [f"paths.student={resolve_model('all-MiniLM-L6-v2')}", "export.formats=[onnx]",
+                   f"paths.exports={exports_of(i / 'other-exports', 'f' * 32)}"]),
     # evaluate: evaluation files
     "labelled_file_null_label": Case(
         "evaluate", r"eval set bad: .*nolabel\.jsonl column 'label' row 1 is empty",
