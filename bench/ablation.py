@@ -101,7 +101,7 @@ def recipe_params(config: str, recipe: str, extra: list[str]):
         "reports": f"{out}/{recipe}/reports",
         "plots": f"{out}/{recipe}/plots",
     }
-    overrides = [f"paths.{k}={v}" for k, v in paths.items()] + ["eval.throughput_repeats=1"]
+    overrides = [f"paths.{k}={v}" for k, v in paths.items()] + ["eval.throughput_repeats=1", "export.formats=[]"]
     return load_params(files, overrides + RECIPES[recipe] + extra)
 
 

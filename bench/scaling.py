@@ -17,7 +17,11 @@ reads a held-out article, so every point is scored on the same documents) and an
 - ``align-all``: the same alignment on every labelled text, the training queries too (``train.mode:
   asymmetric`` adds their teacher embeddings to the text objective);
 - ``align+queries``: both, weight 1 each, without MatryoshkaLoss (``align+queries-matryoshka`` keeps it
-  around the margins, as the shipped recipe does).
+  around the margins, as the shipped recipe does);
+- ``static``: the static student of ``params/static.yaml`` (a Model2Vec distillation of the teacher,
+  regressed onto the teacher's embeddings of every labelled text), whose undistilled baseline is its
+  plain distillation; ``static-lr1e-3``, ``static-lr5e-2`` and ``static-20ep`` vary its learning rate
+  and epochs, to choose them on dev.
 
 Each point is evaluated on the test sets of ``params.yaml`` and the dev sets of ``params/dev.yaml`` at
 once (one run, the same texts for teacher, undistilled and distilled student). Recipes are chosen on
@@ -76,6 +80,15 @@ OBJECTIVES = {
     # to rank alone, which the teacher's own coordinates do not: it fights the alignment.
     "align+queries-matryoshka": ["train.objectives={cosine: 1.0, margin_mse: 1.0}"],
 }
+# The static student (params/static.yaml, issue #23): judged against its plain Model2Vec distillation, so
+# the share is of the teacher's lead over that; the variants choose its learning rate and epochs on dev.
+STATIC_RECIPE = "params/static.yaml"
+OBJECTIVES.update({
+    "static": [],
+    "static-lr1e-3": ["train.learning_rate=0.001"],
+    "static-lr5e-2": ["train.learning_rate=0.05"],
+    "static-20ep": ["train.epochs=20"],
+})
 POINTS = {f"{size}/{objective}": (size, objective) for size in TEXT_SIZES for objective in OBJECTIVES}
 TEACHER_SAMPLE = 64  # training passages timed through the teacher (no cache) for its seconds per text
 
@@ -89,9 +102,11 @@ def point_params(point: str, extra: list[str]):
     dev_sets = read_params_file(ROOT / "params/dev.yaml")["eval"]["sets"]
     test_sets = [s.model_dump(mode="json") for s in EvalConfig().sets]
     sets = "eval.sets=" + json.dumps(test_sets + dev_sets)
+    # No exports: the study compares recipes (bench/RESULTS.md's frontier measures the exports).
     overrides = [f"paths.{k}={v}" for k, v in paths.items()] + [
-        sets, "eval.throughput_repeats=1", "eval.throughput_texts=64", "eval.throughput_warmup=16"]
-    return load_params([ROOT / "params.yaml"], overrides + TEXT_SIZES[size] + OBJECTIVES[objective] + extra)
+        sets, "eval.throughput_repeats=1", "eval.throughput_texts=64", "eval.throughput_warmup=16", "export.formats=[]"]
+    files = [ROOT / "params.yaml", *([ROOT / STATIC_RECIPE] if objective.startswith("static") else [])]
+    return load_params(files, overrides + TEXT_SIZES[size] + OBJECTIVES[objective] + extra)
 
 
 def halves(params) -> dict[str, list]:

@@ -40,6 +40,8 @@ def test_metrics_are_complete_finite_and_in_range(finished_pipeline):
         assert -100 <= flat[f"{role}/fid/sim_spearman"] <= 100
         assert flat[f"{role}/speedup"] > 0 and flat[f"{role}/retained_pct/mean_score"] > 0
     assert "teacher/fid/sim_spearman" not in flat  # fidelity sits beside the mean, never in it
+    # BM25, the lexical reference, on the retrieval set: a headline shares words with its article.
+    assert 0 < flat["bm25/headlines/ndcg@10"] <= 100 and "bm25/topics/accuracy" not in flat
     # A pretrained student has its own space even where dimensions match: no cosine to the teacher.
     assert "baseline/fid/cosine" not in flat
     low, high = flat["student/vs_baseline/low"], flat["student/vs_baseline/high"]
@@ -58,6 +60,7 @@ def test_report_and_plots_written(finished_pipeline):
     params, _ = finished_pipeline
     report = (Path(params.paths.reports) / "report.md").read_text()
     assert "| distilled student |" in report and "speed-up" in report
+    assert "| BM25 (lexical reference, no neural model) |" in report
     first_line = report.splitlines()[0]
     assert first_line.startswith("**The distilled student")
     assert ("does NOT beat" in first_line) == (finished_pipeline[1]["student/vs_baseline/low"] <= 0)

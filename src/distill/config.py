@@ -95,8 +95,17 @@ class PositionExtension(_Section):
     method: Literal["copy_tile", "recurrent", "interpolate", "grouped", "linear", "dynamic", "yarn"] = "copy_tile"
 
 
+class StaticStudentConfig(_Section):
+    """``student.init: static``: a Model2Vec distillation of the teacher (every token of its vocabulary
+    through the teacher once, PCA to ``pca_dims``, Zipf-estimated SIF weights), made by the label step."""
+
+    pca_dims: int = Field(default=256, gt=0)
+    sif_coefficient: Float | None = Field(default=1e-4, gt=0, lt=1)  # null: no SIF weighting
+    batch_size: int = Field(default=512, gt=0)  # vocabulary tokens per teacher forward pass
+
+
 class StudentConfig(_Section):
-    init: Literal["pretrained", "pruned"] = "pretrained"
+    init: Literal["pretrained", "pruned", "static"] = "pretrained"
     model: str | None = "all-MiniLM-L6-v2"
     revision: str | None = None
     trust_remote_code: bool = False
@@ -109,9 +118,12 @@ class StudentConfig(_Section):
     # Applied after the short distillation, before train.long; the undistilled baseline keeps its
     # native positions (it truncates), which is what a long student is judged against.
     extend_positions: PositionExtension | None = None
+    static: StaticStudentConfig = Field(default_factory=StaticStudentConfig)
 
     @model_validator(mode="after")
     def _check_init(self) -> "StudentConfig":
+        if self.init == "static" and self.extend_positions is not None:
+            raise ValueError("student.extend_positions has no meaning for student.init static (it reads any length)")
         if self.init == "pretrained" and not self.model:
             raise ValueError("student.model is required when student.init is 'pretrained'")
         if self.init == "pruned" and not self.keep_layers:

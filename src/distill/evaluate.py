@@ -201,6 +201,9 @@ def run(params: Params) -> dict[str, float | str]:
     flat.update(derived_metrics(results, params))
     flat.update(variant_metrics(encoders["student"], teacher, evaluators, results["teacher"],
                                 load_distillation_info(student_path)))
+    # The lexical reference on every retrieval set: what a retrieval score is worth against no model.
+    flat.update({f"bm25/{e.name}/{k}": v for e in evaluators if isinstance(e, RetrievalEvaluator)
+                 for k, v in e.bm25().scores.items()})
     flat.update({f"student/vs_baseline/{k}": v for k, v in versus_baseline.as_dict().items()})
     flat.update({f"student/vs_baseline/{name}/{k}": interval.as_dict()[k] for name, interval in versus_per_set.items()
                  for k in ("difference", "low", "high")})

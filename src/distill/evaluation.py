@@ -131,8 +131,13 @@ def judged_ranking(queries: np.ndarray, documents: np.ndarray, qrels: dict[str, 
     per query in row order, the trec_eval ``measures`` (``{our name: trec_eval name}``) on ``qrels``."""
     ranked, scores = metrics.top_k(queries, documents, k=depth)
     run = {str(q): {str(d): float(s) for d, s in zip(ranked[q], scores[q])} for q in range(len(queries))}
+    return run, run_measures(run, qrels, measures)
+
+
+def run_measures(run: dict[str, dict[str, float]], qrels: dict[str, dict[str, int]], measures: dict[str, str]) -> Items:
+    """Per query, in row order, the trec_eval ``measures`` (``{our name: trec_eval name}``) of ``run`` on ``qrels``."""
     per_query = pytrec_eval.RelevanceEvaluator(qrels, set(measures.values())).evaluate(run)
-    return run, {name: np.array([per_query[str(q)][m] for q in range(len(queries))]) for name, m in measures.items()}
+    return {name: np.array([per_query[str(q)][m] for q in range(len(run))]) for name, m in measures.items()}
 
 
 class RetrievalEvaluator(Evaluator):
@@ -185,9 +190,26 @@ class RetrievalEvaluator(Evaluator):
         documents = document_encoder.encode(self.documents, "passage",
                                             desc=f"{document_encoder.name} {self.name} documents")
         run, items = judged_ranking(queries, documents, self.qrels, self.measures, depth=100)
+        return self._result(run, items)
+
+    def bm25(self) -> SetResult:
+        """The same measures for BM25 (``bm25s``, Lucene's variant, English stopwords) over the same
+        queries and documents: the no-neural reference a retrieval score is read against."""
+        import bm25s
+
+        retriever = bm25s.BM25()
+        retriever.index(bm25s.tokenize(self.documents, stopwords="en", show_progress=False), show_progress=False)
+        # allow_empty: a query of stopwords only still gets its (empty) ranking.
+        ranked, scores = retriever.retrieve(bm25s.tokenize(self.queries, stopwords="en", show_progress=False),
+                                            k=min(100, len(self.documents)), show_progress=False)
+        run = {str(q): {str(int(d)): float(v) for d, v in zip(ranked[q], scores[q])} for q in range(len(self.queries))}
+        return self._result(run, run_measures(run, self.qrels, self.measures))
+
+    def _result(self, run: dict[str, dict[str, float]], items: Items) -> SetResult:
+        """``items`` (per query, in row order) with MRR@10 of ``run`` added, and their means ×100."""
         top10 = {q: dict(sorted(docs.items(), key=lambda x: -x[1])[:10]) for q, docs in run.items()}
         reciprocal = pytrec_eval.RelevanceEvaluator(self.qrels, {"recip_rank"}).evaluate(top10)
-        items["mrr@10"] = np.array([reciprocal[str(q)]["recip_rank"] for q in range(len(queries))])
+        items["mrr@10"] = np.array([reciprocal[str(q)]["recip_rank"] for q in range(len(self.queries))])
         return SetResult({name: float(values.mean() * 100) for name, values in items.items()}, items)
 
     @staticmethod

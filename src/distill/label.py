@@ -11,7 +11,9 @@ ranking of the training passages (:mod:`distill.mining`), scored by ``mining.sco
 cosines, or a reranker whose scores are cached too (:mod:`distill.scoring`).
 
 With ``corpus.long_documents``, the long training documents (chunk-pooled with ``teacher.chunking``:
-their windows are cached) and their queries are labelled too.
+their windows are cached) and their queries are labelled too. With ``student.init: static``, the
+teacher's vocabulary is distilled into the static student's starting point (:mod:`distill.static`),
+kept in the cache beside the labels.
 
 Outputs: the cache under ``paths.teacher_cache`` and ``<paths.mined>/candidates.parquet`` with
 ``summary.json``.
@@ -31,6 +33,7 @@ from distill.io import atomic_dir, write_json
 from distill.mining import CANDIDATE_COLUMNS, mine_candidates
 from distill.readers import CANDIDATES_FILE, SUMMARY_FILE, load_corpus, load_long_documents, load_queries
 from distill.scoring import cached_scores, load_reranker
+from distill.static import ensure_static_student
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +67,8 @@ def run(params: Params, encoder: Encoder | None = None) -> None:
                         encoder.model.max_seq_length)
         encoder.encode(long_documents["query"].tolist(), "query", desc="teacher long-document queries")
         encoder.encode(long_documents["text"].tolist(), text_type, desc="teacher long documents")
+    if params.student.init == "static":
+        ensure_static_student(params.paths.teacher_cache, encoder.model, params.student.static)
     cache = encoder.cache(text_type)
     log.info(
         "teacher labels: %d texts, %d cached, %d encoded in this process in %.1fs, stored in %s",

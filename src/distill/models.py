@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 from sentence_transformers import SentenceTransformer
+from tokenizers import Tokenizer
 
 from distill.errors import ModelLoadError
 from distill.io import atomic_dir
@@ -219,14 +220,15 @@ def model_info(model: SentenceTransformer) -> ModelInfo:
 def _tokenizer_state(tokenizer) -> bytes:
     """What decides token ids: the fast tokenizer's JSON (vocab, normaliser, pre-tokeniser) without
     its call-time truncation and padding state, or the slow tokenizer's vocabulary and settings."""
-    backend = getattr(tokenizer, "backend_tokenizer", None)
+    # A transformers fast tokenizer wraps a tokenizers.Tokenizer (StaticEmbedding holds the latter bare).
+    backend = tokenizer if isinstance(tokenizer, Tokenizer) else getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:
         state = json.loads(backend.to_str())
         state.pop("truncation", None)
         state.pop("padding", None)
     else:
         state = {"vocab": sorted(tokenizer.get_vocab().items()), "class": type(tokenizer).__name__}
-    state["special_tokens"] = sorted(map(str, tokenizer.all_special_tokens))
+    state["special_tokens"] = sorted(map(str, getattr(tokenizer, "all_special_tokens", [])))
     return json.dumps(state, sort_keys=True).encode()
 
 

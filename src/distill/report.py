@@ -78,8 +78,9 @@ def results_table(params: Params, flat: dict) -> pd.DataFrame:
 
 
 def variants_table(flat: dict) -> pd.DataFrame:
-    """The distilled student served other ways: truncated Matryoshka dims, and student queries ×
-    teacher documents; one row each, same metric columns as the main table where they exist."""
+    """The distilled student served other ways (truncated Matryoshka dims, student queries × teacher
+    documents) and BM25 on the retrieval sets; one row each, same metric columns as the main table
+    where they exist."""
     rows = []
     prefixes = sorted({k.split("/")[0] for k in flat if k.startswith("student_dim")},
                       key=lambda p: -int(p.removeprefix("student_dim")))
@@ -87,6 +88,9 @@ def variants_table(flat: dict) -> pd.DataFrame:
         row = {"variant": f"distilled, first {prefix.removeprefix('student_dim')} dims"}
         row.update({k.removeprefix(prefix + "/"): v for k, v in flat.items() if k.startswith(prefix + "/")})
         rows.append(row)
+    bm25 = {k.removeprefix("bm25/"): v for k, v in flat.items() if k.startswith("bm25/")}
+    if bm25:
+        rows.append({"variant": "BM25 (lexical reference, no neural model)", **bm25})
     asymmetric = {k.removeprefix("asymmetric/"): v for k, v in flat.items() if k.startswith("asymmetric/")}
     if asymmetric:
         row = {"variant": "distilled queries × teacher documents"}
@@ -101,8 +105,9 @@ def variants_section(flat: dict) -> str:
     variants = variants_table(flat)
     if variants.empty:
         return ""
-    return ("\n## The distilled student served other ways\n\nTruncated to its Matryoshka dimensions, and encoding "
-            "only the queries against the teacher's documents (asymmetric use).\n\n" + markdown_table(variants) + "\n")
+    return ("\n## The distilled student served other ways, and BM25\n\nTruncated to its Matryoshka dimensions, encoding "
+            "only the queries against the teacher's documents (asymmetric use), and BM25 on the same retrieval "
+            "sets as the no-neural reference.\n\n" + markdown_table(variants) + "\n")
 
 
 def markdown_table(frame: pd.DataFrame) -> str:

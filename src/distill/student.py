@@ -16,6 +16,7 @@ from distill.errors import ModelLoadError
 from distill.models import load_model, prune_layers
 from distill.positions import native_length
 from distill.prompts import set_student_prompts
+from distill.static import load_static_student
 
 DISTILLATION_FILE = "distillation.json"
 PCA_FILE = "target_pca.npz"
@@ -26,16 +27,24 @@ def describe(params: Params) -> str:
     student = params.student
     if student.init == "pruned":
         return f"layers {student.keep_layers} of the teacher `{params.teacher.model}`"
+    if student.init == "static":
+        return f"a static (Model2Vec, {student.static.pca_dims} dims) distillation of `{params.teacher.model}`"
     return f"`{student.model}`"
 
 
 def base_student(params: Params, teacher: SentenceTransformer | None = None) -> SentenceTransformer:
-    """The undistilled student: the pretrained model, or the pruned copy of ``teacher``."""
+    """The undistilled student: the pretrained model, the pruned copy of ``teacher``, or the plain
+    Model2Vec distillation of ``teacher`` that the label step made."""
     student = params.student
+    if student.init in ("pruned", "static") and teacher is None:
+        teacher = load_model(params.teacher.model, field="teacher.model", revision=params.teacher.revision,
+                             trust_remote_code=params.teacher.trust_remote_code)
+    if student.init == "static":
+        # Reads texts of any length: no positions to check or truncate at.
+        model = load_static_student(params.paths.teacher_cache, teacher, student.static)
+        set_student_prompts(model, student.prompts)
+        return model
     if student.init == "pruned":
-        if teacher is None:
-            teacher = load_model(params.teacher.model, field="teacher.model", revision=params.teacher.revision,
-                                 trust_remote_code=params.teacher.trust_remote_code)
         model = prune_layers(teacher, student.keep_layers or [])
     else:
         model = load_model(
