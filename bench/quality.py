@@ -1,4 +1,4 @@
-"""Quality benchmark: the benchmark config end to end (prepare → label → train → evaluate).
+"""Quality benchmark: the benchmark config end to end (prepare → label → train → export → evaluate).
 
     python bench/quality.py [--set key=value ...] [--steps evaluate]
 
@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 
-from distill.config import load_params
+from distill.config import export_role, load_params
 from distill.lineage import provenance
 from distill.lock import pipeline_lock
 from distill.pipeline import run_step
@@ -33,7 +33,7 @@ TARGETS = {"sts_retained": 99.0, "ndcg_retained": 98.0, "speedup": 6.0}  # issue
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--steps", default="prepare,label,train,evaluate",
+    parser.add_argument("--steps", default="prepare,label,train,export,evaluate",
                         help="comma-separated steps to run; e.g. 'evaluate' re-scores the saved student")
     args = parser.parse_args()
     os.chdir(ROOT)  # params paths (outputs, ../shared/data) are relative to the project root
@@ -85,6 +85,13 @@ def main() -> int:
                       key=lambda k: -int(k.split("/")[0].removeprefix("student_dim"))):
         lines.append(f"distilled truncated to {key.split('/')[0].removeprefix('student_dim')} dims: mean score "
                      f"{m[key]:.2f} (full: {m['student/mean_score']:.2f})")
+    for fmt in params.export.formats:
+        role = export_role(fmt)
+        lines.append(f"export {fmt}: mean score {m[f'{role}/mean_score']:.2f}, vs fp32 distilled "
+                     f"{m[f'{role}/vs_student/difference']:+.2f} [{m[f'{role}/vs_student/low']:+.2f}, "
+                     f"{m[f'{role}/vs_student/high']:+.2f}], {m[f'{role}/texts_per_s']:.1f} texts/s "
+                     f"({m[f'{role}/texts_per_s'] / m['student/texts_per_s']:.2f}x the fp32 student, "
+                     f"{m[f'{role}/speedup']:.1f}x the teacher), {m[f'{role}/size_mb']:.0f} MB")
     lines.append(f"corpus texts dropped by decontamination: {int(m['corpus/decontaminated_texts'])}")
     lines.append("step seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()))
     sts_pct = 100 * student["sts"] / teacher["sts"]

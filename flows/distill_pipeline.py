@@ -36,7 +36,7 @@ from distill.cluster import TextSlice, encode_slice, missing_slices
 from distill.config import ClusterConfig, Params, ParamsError, load_params, parse_override, read_params_file
 from distill.encoding import teacher_encoder
 from distill.lock import pipeline_lock
-from distill.pipeline import configure
+from distill.pipeline import STEPS, configure
 from distill.readers import read_json_artifact
 from distill.tracking import pipeline_run
 
@@ -57,7 +57,7 @@ def _stage_task(name: str):
     return task(name=name, retries=RETRIES[name], retry_delay_seconds=5, cache_policy=NO_CACHE)(run)
 
 
-STAGE_TASKS = {name: _stage_task(name) for name in ("prepare", "label", "train", "export", "evaluate", "register")}
+STAGE_TASKS = {name: _stage_task(name) for name in STEPS}
 
 
 @task(name="label-slice", retries=RETRIES["label"], retry_delay_seconds=5, cache_policy=NO_CACHE)
@@ -146,7 +146,7 @@ def distill_pipeline(
     kept = lineage.workspace_kept(root, bool(leaves), keep=(params.paths.teacher_cache,))
     with pipeline_lock(params.paths.lock), kept, lineage.params_applied(root, leaves):
         with pipeline_run(params, run_name=run_name, tags={"entry_point": "prefect"}) as run_id:
-            for name in ("prepare", "label", "train", "export", "evaluate"):
+            for name in (step for step in STEPS if step != "register"):
                 if name == "label" and params.cluster.enabled:
                     label_on_cluster(params)
                 STAGE_TASKS[name](str(root), run_id)

@@ -226,6 +226,9 @@ CASES = {
                     r"for 'student/topics/acuracy' did you mean \['student/topics/accuracy'\]",
         lambda i: ["register.min_metrics={student/topics/acuracy: 90}",
                    f"paths.metrics={evaluated_metrics(i / 'metrics', b'', eval_json=TOPICS_JSON)}"]),
+    "static_dims_above_the_teacher": Case(
+        "label", r"student\.static\.pca_dims 512 is above the teacher's 384 hidden dimensions.*lower it",
+        lambda i: ["student.init=static", "student.static.pca_dims=512"]),
     # export: formats, and exports that do not belong to the student
     "export_format_repeated": Case(
         "export", r"export\.formats repeats a format: \['onnx', 'onnx'\]",

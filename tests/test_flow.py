@@ -92,7 +92,7 @@ def test_flow_runs_are_dvc_runs_and_experiments_with_lineage(harness, dvc_projec
     second = distill_pipeline()
     out = capfd.readouterr().out
     assert second["version"] == 2 and "Running stage 'register'" in out
-    assert not any(f"Running stage '{s}'" in out for s in ("prepare", "label", "train", "evaluate")), out[-3000:]
+    assert not any(f"Running stage '{s}'" in out for s in ("prepare", "label", "train", "export", "evaluate")), out[-3000:]
 
     # An override is an experiment: params.yaml stays as written, `dvc exp show` lists the run's params
     # and metrics, and no teacher text is encoded again.

@@ -21,7 +21,9 @@ EXPECTED_ERRORS = (ParamsError, DataError, ModelLoadError, ProvenanceError, Pipe
 
 
 def main(argv: list[str] | None = None) -> int:
+    steps = "\n".join(f"  {name:<9} {what}" for name, what in STEPS.items())
     parser = argparse.ArgumentParser(prog="python -m distill", description=__doc__,
+                                     epilog=f"steps, in pipeline order:\n{steps}",
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("step", choices=[*STEPS, "exp-run", "assemble-models"],
                         help="pipeline step to run, or exp-run / assemble-models (see above)")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -15,6 +17,8 @@ from distill.cache import EmbeddingCache, namespace_key
 from distill.config import ChunkingConfig, Params
 from distill.models import fingerprint, load_model
 from distill.prompts import prompt_for
+
+log = logging.getLogger(__name__)
 
 # Library versions that can change an embedding (tokenisation, pooling, kernels) are part of every
 # cache key: an upgrade recomputes rather than mixing embeddings from two code versions.
@@ -194,6 +198,26 @@ class TruncatedEncoder:
     def encode(self, texts: list[str], text_type: str, desc: str | None = None) -> np.ndarray:
         full = self.encoder.encode(texts, text_type, desc)[:, : self.dim]
         return full / np.maximum(np.linalg.norm(full, axis=1, keepdims=True), 1e-12)
+
+
+def measure_throughput(
+    encoders: dict[str, Encoder], texts: list[str], text_type: str, warmup: int, repeats: int
+) -> dict[str, list[float]]:
+    """Texts/s of a plain ``encode`` (no cache) per model: same texts, batch size and threads, one
+    warm-up each, then ``repeats`` rounds in which every model runs once, in :func:`turn_order`."""
+    for encoder in encoders.values():
+        if warmup:
+            encoder.raw_encode(texts[:warmup], text_type)
+    rates: dict[str, list[float]] = {role: [] for role in encoders}
+    roles = list(encoders)
+    for round_index in range(repeats):
+        for role in turn_order(roles, round_index):
+            start = time.perf_counter()
+            encoders[role].raw_encode(texts, text_type)
+            rates[role].append(len(texts) / (time.perf_counter() - start))
+        log.info("throughput round %d/%d: %s", round_index + 1, repeats,
+                 ", ".join(f"{r} {rates[r][-1]:.1f}/s" for r in roles))
+    return rates
 
 
 def teacher_encoder(params: Params, cache_root: str | Path) -> Encoder:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import statistics
-import time
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +22,7 @@ import torch
 
 from distill import metrics
 from distill.config import Params, export_role, is_quality_set
-from distill.encoding import Encoder, TruncatedEncoder, teacher_encoder, turn_order
+from distill.encoding import Encoder, TruncatedEncoder, measure_throughput, teacher_encoder
 from distill.errors import DataError, ProvenanceError
 from distill.evaluation import (
     Evaluator,
@@ -39,30 +38,10 @@ from distill.models import load_model, model_info
 from distill.readers import load_corpus, load_corpus_summary, load_exports_manifest
 from distill.runtimes import load_exported
 from distill.report import write_outputs
-from distill.sampling import spread_sample
+from distill.sampling import throughput_texts
 from distill.student import base_student, load_distillation_info, shares_teacher_space, teacher_to_student_space
 
 log = logging.getLogger(__name__)
-
-
-def measure_throughput(
-    encoders: dict[str, Encoder], texts: list[str], text_type: str, warmup: int, repeats: int
-) -> dict[str, list[float]]:
-    """Texts/s of a plain ``encode`` (no cache) per model: same texts, batch size and threads, one
-    warm-up each, then ``repeats`` rounds in which every model runs once, in :func:`turn_order`."""
-    for encoder in encoders.values():
-        if warmup:
-            encoder.raw_encode(texts[:warmup], text_type)
-    rates: dict[str, list[float]] = {role: [] for role in encoders}
-    roles = list(encoders)
-    for round_index in range(repeats):
-        for role in turn_order(roles, round_index):
-            start = time.perf_counter()
-            encoders[role].raw_encode(texts, text_type)
-            rates[role].append(len(texts) / (time.perf_counter() - start))
-        log.info("throughput round %d/%d: %s", round_index + 1, repeats,
-                 ", ".join(f"{r} {rates[r][-1]:.1f}/s" for r in roles))
-    return rates
 
 
 def derived_metrics(results: dict[str, dict[str, float]], params: Params) -> dict[str, float]:
@@ -163,11 +142,7 @@ def run(params: Params) -> dict[str, float | str]:
         results[role] = scores
         items.update({f"{role}/{k}": v for k, v in role_item_scores.items()})
 
-    speed_frame = spread_sample(heldout, params.eval.throughput_texts, params.seed, "eval/throughput")
-    speed_texts = speed_frame["text"].tolist()
-    if not speed_texts:
-        raise DataError("the held-out corpus is empty: raise corpus.heldout_fraction to measure throughput")
-    speed_texts = (speed_texts * (params.eval.throughput_texts // len(speed_texts) + 1))[: params.eval.throughput_texts]
+    speed_texts = throughput_texts(heldout, params.eval.throughput_texts, params.seed)
     # Every model at the evaluation batch size, so the speed-up compares like with like.
     for encoder in encoders.values():
         encoder.batch_size = params.eval.batch_size

@@ -12,9 +12,17 @@ import torch
 from distill.config import Params
 from distill.lock import pipeline_lock
 
-# Each step is the module distill.<step> with a run(params); a step imports only what it needs (the
-# registry's MLflow loads only for register, so a machine without it can prepare, label, train, evaluate).
-STEPS = ("prepare", "label", "train", "export", "evaluate", "register")
+# Each step is the module distill.<step> with a run(params), in pipeline order, with what it does and
+# writes; a step imports only what it needs (the registry's MLflow loads only for register, so a
+# machine without it can prepare, label, train, export, evaluate).
+STEPS = {
+    "prepare": "clean, decontaminate and split the corpus; build training queries (data/prepared)",
+    "label": "teacher embeddings of every text, mined candidates; a static student's distillation (data/teacher, data/mined)",
+    "train": "distil the student on the teacher's labels (models/student)",
+    "export": "the student as ONNX / int8 ONNX Runtime / int8 OpenVINO Sentence Transformers folders (models/exports)",
+    "evaluate": "teacher, undistilled student, student and its exports on every set; intervals, report, plots (metrics/)",
+    "register": "log the run to MLflow and gate the model version's champion alias (metrics/registry.json)",
+}
 
 
 def configure(params: Params) -> None:

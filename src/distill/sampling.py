@@ -6,6 +6,8 @@ import hashlib
 
 import pandas as pd
 
+from distill.errors import DataError
+
 
 def seeded_fraction(seed: int, purpose: str, value: str) -> float:
     """A uniform number in [0, 1) fixed by (seed, purpose, value); each purpose draws independently."""
@@ -40,3 +42,11 @@ def heldout_half(seed: int, doc_id: str) -> str:
     """``dev`` or ``test``: a seeded half of the held-out documents, fixed per document, so sets built
     on different halves share no document."""
     return "dev" if seeded_fraction(seed, "heldout-half", doc_id) < 0.5 else "test"
+
+
+def throughput_texts(heldout: pd.DataFrame, count: int, seed: int) -> list[str]:
+    """The ``count`` held-out texts every model encodes for its throughput (repeated when fewer exist)."""
+    texts = spread_sample(heldout, count, seed, "eval/throughput")["text"].tolist()
+    if not texts:
+        raise DataError("the held-out corpus is empty: raise corpus.heldout_fraction to measure throughput")
+    return (texts * (count // len(texts) + 1))[:count]
