@@ -86,6 +86,7 @@ test-gpu: setup
 bench: setup
 	$(PY) bench/quality.py
 	$(PY) bench/scaling.py
+	$(PY) bench/frontier.py
 	$(PY) bench/train_step.py
 	$(PY) bench/label_throughput.py
 	$(PY) bench/label_memory.py

@@ -2,6 +2,7 @@
 
     python bench/frontier.py [--steps prepare,label,train,export,evaluate] [--set key=value ...]
     python bench/frontier.py --steps none        # re-measure speed and redraw from the saved runs
+    python bench/frontier.py --only static       # rerun one recipe's steps; the other's saved run is read
 
 Runs two recipes through their steps, outputs under ``bench/out/frontier/`` (labels come from the
 shared label cache): ``params.yaml`` (the distilled MiniLM and its ONNX, ONNX Runtime int8 and OpenVINO
@@ -103,16 +104,18 @@ def main() -> int:
     parser.add_argument("--steps", default="prepare,label,train,export,evaluate",
                         help="comma-separated steps per recipe; 'none' re-measures speed from the saved runs")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="applied to both recipes")
+    parser.add_argument("--only", choices=list(RECIPES), help="run the steps of this recipe only")
     args = parser.parse_args()
     os.chdir(ROOT)
     command = "python bench/frontier.py" + (f" --steps {args.steps}" if args.steps != parser.get_default("steps")
-                                             else "") + "".join(f" --set {s}" for s in args.set)
+                                             else "") + (f" --only {args.only}" if args.only else "") + "".join(
+        f" --set {s}" for s in args.set)
     started = provenance(command, ROOT)
     runs = {}
     for recipe in RECIPES:
         params = recipe_params(recipe, args.set)
         with pipeline_lock(params.paths.lock):
-            for step in (s for s in args.steps.split(",") if s != "none"):
+            for step in (s for s in args.steps.split(",") if s != "none" and args.only in (None, recipe)):
                 print(f"== {recipe}: {step} ==", flush=True)
                 run_step(step, params)
         runs[recipe] = {"params": params, "metrics": json.loads((Path(params.paths.metrics) / "eval.json").read_text())}
