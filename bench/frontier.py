@@ -139,12 +139,12 @@ def main() -> int:
     lines = ["| model | mean score (test) | % of teacher | vs its reference [95% CI] | texts/s (min–max) | × teacher "
              "| × fp32 student | size (MB) |", "|---|" + "---|" * 7]
     for row in rows:
-        label, m = row["label"], row["metrics"]
-        mean = m[f"{row['role']}/mean_score"]
+        label, m, role = row["label"], row["metrics"], row["role"]
+        mean = m[f"{role}/mean_score"]
         row.update({"mean": mean, "speed": speed[label]})
         lines.append(f"| {label} | {mean:.2f} | {100 * mean / teacher_mean:.1f} | {interval(row)} | {speed[label]:.1f} "
                      f"({min(rates[label]):.1f}–{max(rates[label]):.1f}) | {speed[label] / speed['teacher']:.1f} | "
-                     f"{speed[label] / student_speed:.2f} | {m[f'{row['role']}/size_mb']:.1f} |")
+                     f"{speed[label] / student_speed:.2f} | {m[f'{role}/size_mb']:.1f} |")
     static = rows[-1]["metrics"]
     sets = [s.name for s in params.eval.sets if f"student/vs_baseline/{s.name}/low" in static]
     lines.append("\nStatic student vs its plain distillation, per set: " + "; ".join(

@@ -1,9 +1,10 @@
-"""Step 4, evaluate: teacher, undistilled student and distilled student on every configured set.
+"""Step 4, evaluate: teacher, undistilled student, distilled student and each of its exports
+(``export.formats``, read from ``paths.exports``) on every configured set, and BM25 on the retrieval sets.
 
 Every model is scored by the same evaluators (:mod:`distill.evaluation`) on the same texts, and
 encodes the same seeded sample of held-out texts with the same batch size and threads, in
 alternating repeats, for throughput. The distilled student is compared with the undistilled one by a
-paired bootstrap interval on the primary metric. Outputs, written together: ``<paths.metrics>/eval.json``
+paired bootstrap interval on the primary metric, and each export with the fp32 student. Outputs, written together: ``<paths.metrics>/eval.json``
 (flat keys), ``<paths.metrics>/per_item.npz`` (the per-item scores behind each primary metric, for
 the registry gate), ``<paths.reports>/report.md`` and the evaluation plots.
 Every model's embeddings of evaluation texts go through the cache under ``paths.eval_cache``, so
@@ -102,7 +103,7 @@ def exported_students(params: Params, student: Encoder, **encoder_kwargs) -> dic
 
 
 def run(params: Params) -> dict[str, float | str]:
-    """Evaluate teacher, undistilled student and distilled student; write metrics, report, plots."""
+    """Evaluate teacher, undistilled student, distilled student and its exports; write metrics, report, plots."""
     corpus = load_corpus(params.paths.prepared)
     heldout = corpus[corpus["split"] == "heldout"]
     text_type = params.corpus.text_type
