@@ -62,7 +62,7 @@ def recipe_params(recipe: str, extra: list[str]):
 def models(runs: dict) -> list[dict]:
     """Every model with its label, where its quality comes from (run, role), its reference role in that
     run (None: none), and how to load it."""
-    default, static = runs["default"], runs["static"]
+    default = runs["default"]
     rows = [
         {"label": "teacher", "run": "default", "role": "teacher", "versus": None},
         {"label": "undistilled MiniLM", "run": "default", "role": "baseline", "versus": None},

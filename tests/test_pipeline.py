@@ -106,7 +106,7 @@ def test_exports_encode_like_the_student_and_are_evaluated_beside_it(finished_pi
     for fmt in ("onnx_int8", "openvino_int8"):  # int8 weights: about a quarter of the fp32 folder
         assert flat[f"student_{fmt}/size_mb"] < 0.5 * flat["student_onnx/size_mb"], fmt
     report = (Path(params.paths.reports) / "report.md").read_text()
-    for label in ("ONNX fp32", "ONNX Runtime int8 (dynamic)", "OpenVINO int8 (static, calibrated)"):
-        assert f"| distilled student, {label} |" in report, label
+    for runtime in ("ONNX fp32", "ONNX Runtime int8 (dynamic)", "OpenVINO int8 (static, calibrated)"):
+        assert f"| distilled student, {runtime} |" in report, runtime
     speed = (Path(params.paths.plots) / "eval/speed_quality.csv").read_text()
     assert speed.count("\n") == 1 + 3 + len(params.export.formats)  # header, three models, every export
