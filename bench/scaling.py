@@ -18,6 +18,8 @@ reads a held-out article, so every point is scored on the same documents) and an
   asymmetric`` adds their teacher embeddings to the text objective);
 - ``align+queries``: both, weight 1 each, without MatryoshkaLoss (``align+queries-matryoshka`` keeps it
   around the margins, as the shipped recipe does);
+- ``align-head`` and ``align-all-head``: ``align`` and ``align-all`` with the projection a training head
+  only (``student.drop_projection``), removed after training, so the student keeps its own space;
 - ``static``: the static student of ``params/static.yaml`` (a Model2Vec distillation of the teacher,
   regressed onto the teacher's embeddings of every labelled text), whose undistilled baseline is its
   plain distillation; ``static-lr1e-3``, ``static-lr5e-2`` and ``static-20ep`` vary its learning rate
@@ -80,6 +82,12 @@ OBJECTIVES = {
     # to rank alone, which the teacher's own coordinates do not: it fights the alignment.
     "align+queries-matryoshka": ["train.objectives={cosine: 1.0, margin_mse: 1.0}"],
 }
+# Alignment through a projection head dropped after training (student.drop_projection, as the static
+# student trains): the teacher's coordinates shape the student, which keeps its own space.
+OBJECTIVES.update({
+    "align-head": [*OBJECTIVES["align"], "student.drop_projection=true"],
+    "align-all-head": [*OBJECTIVES["align-all"], "student.drop_projection=true"],
+})
 # The static student (params/static.yaml, issue #23): judged against its plain Model2Vec distillation, so
 # the share is of the teacher's lead over that; the variants choose its learning rate and epochs on dev.
 STATIC_RECIPE = "params/static.yaml"

@@ -44,7 +44,7 @@ def test_static_student_trains_toward_the_teacher_and_is_judged_against_its_plai
     params = load_params(write_tiny_params(
         tmp_path,
         teacher={"model": str(tiny_teacher), "max_seq_length": 128},
-        student={"init": "static", "static": {"pca_dims": 16}},
+        student={"init": "static", "static": {"pca_dims": 16}, "drop_projection": True},
         train={"objectives": {"cosine": 1.0, "margin_mse": 0.0}, "matryoshka_dims": [], "mode": "asymmetric",
                "learning_rate": 0.05, "epochs": 3, "batch_size": 16},
     ))

@@ -113,6 +113,9 @@ class StudentConfig(_Section):
     target_space: Literal["teacher", "student"] = "teacher"
     projection_init: Literal["least_squares", "random"] = "least_squares"
     projection_ridge: Float = Field(default=1.0, ge=0)  # L2 penalty of the least-squares initialisation
+    # The projection as a training head only (tokenlearn's recipe): removed after training, so the
+    # student keeps its own space and dimension; the teacher's coordinates only shaped its training.
+    drop_projection: bool = False
     max_seq_length: int | None = Field(default=256, gt=0)
     prompts: dict[str, str] = Field(default_factory=dict)
     # Applied after the short distillation, before train.long; the undistilled baseline keeps its

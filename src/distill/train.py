@@ -478,11 +478,11 @@ def run(params: Params) -> Path:
                       epochs=config.epochs, learning_rate=config.learning_rate, weight_decay=config.weight_decay,
                       eval_dataset=text_dataset(eval_texts, cache) if evaluated else None)
         history = list(trainer.state.log_history)
-        if params.student.init == "static" and target_space == "teacher" and student_dim != teacher_dim:
-            # tokenlearn's recipe: the projection is a training head, dropped after. Only the rows of
-            # tokens the corpus holds moved; through the head they moved consistently with the rest,
-            # which keep their distilled vectors. Kept, the head maps every text into the teacher's
-            # space, which a 256-dimensional mean of token vectors represents worse than its own.
+        if params.student.drop_projection and target_space == "teacher" and student_dim != teacher_dim:
+            # tokenlearn's recipe: the projection was a training head. For a static student only the
+            # rows of tokens the corpus holds moved; through the head they moved consistently with the
+            # rest, which keep their distilled vectors. Kept, the head would map every text into the
+            # teacher's space, which a mean of 256-dimensional token vectors represents worse than its own.
             del student[-2 if params.teacher.normalize else -1:]  # Dense (and its Normalize)
             target_space = "student"
         long_summary = None
