@@ -549,11 +549,8 @@ def set_items(items: Items, name: str) -> Items:
 
 
 def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def eval_spec(evaluators: list[Evaluator], heldout_doc_ids: list[str], seed: int) -> str:
