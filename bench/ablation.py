@@ -27,14 +27,16 @@ import sys
 import time
 from pathlib import Path
 
-from distill.config import CANDIDATE_OBJECTIVES, TEXT_OBJECTIVES, is_quality_set, load_params
-from distill.evaluation import PER_ITEM_FILE, load_per_item, primary_sets, role_items
-from distill.gate import paired_bootstrap
-from distill.lock import pipeline_lock
+from distill.config.eval_sets import is_quality_set
+from distill.config.loader import load_params
+from distill.config.schema import CANDIDATE_OBJECTIVES, TEXT_OBJECTIVES
+from distill.evaluation.gate import paired_bootstrap
+from distill.evaluation.items import primary_sets, role_items
+from distill.evaluation.report import truncated_dims
 from distill.pipeline import run_step
-
-from distill.lineage import provenance
-
+from distill.readers import PER_ITEM_FILE, load_per_item
+from distill.services.dvc_experiments import provenance
+from distill.services.lock import pipeline_lock
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -145,9 +147,7 @@ def table(rows: list[dict], quality: list[str]) -> list[str]:
             lines.append(f"| &nbsp;&nbsp;{recipe}: distilled − undistilled per set | " + " | ".join(
                 "" if c is None else f"{c[0]:+.2f} [{c[1]:+.2f}, {c[2]:+.2f}]" for c in cells) + " | | | | |")
         variants = r["variants"]
-        prefixes = sorted({k.split("/")[0] for k in variants if k.startswith("student_dim")},
-                          key=lambda p: -int(p.removeprefix("student_dim")))
-        for prefix, label in [(p, f"first {p.removeprefix('student_dim')} dims") for p in prefixes] + [
+        for prefix, label in [(f"student_dim{d}", f"first {d} dims") for d in truncated_dims(variants)] + [
                 ("asymmetric", "student queries × teacher documents")]:
             cells = [variants.get(f"{prefix}/{q}") for q in quality]
             if all(c is None for c in cells):

@@ -20,14 +20,14 @@ from pathlib import Path
 
 import numpy as np
 
-from distill.config import ClassificationSet, ClusteringSet, load_params
+from distill.config.eval_sets import ClassificationSet, ClusteringSet
+from distill.config.loader import load_params
 from distill.encoding import Encoder
-from distill.evaluation import EVALUATORS
+from distill.evaluation.registry import EVALUATORS
 from distill.models import load_model
 from distill.readers import load_corpus
+from distill.services.dvc_experiments import provenance
 from distill.student import base_student
-
-from distill.lineage import provenance
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,7 +64,7 @@ def main() -> int:
     if clustering is not None:
         frame = EVALUATORS["clustering"].load(clustering, heldout, params.seed, text_type).frame
         scores = {(name, fits): values for fits in (1, clustering.kmeans_runs)  # base seeds `fits` apart: disjoint
-                  for name, values in scores_at_seeds(clustering, "kmeans_runs", fits, lambda s: s * fits).items()}
+                  for name, values in scores_at_seeds(clustering, "kmeans_runs", fits, lambda s, f=fits: s * f).items()}
         tables.append((f"{clustering.name}: {len(frame)} texts, k = {frame['label'].nunique()}, V-measure",
                        "k-means fits", scores))
     if classification is not None:

@@ -33,15 +33,16 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from distill.config import export_role, load_params  # noqa: E402
+from distill.config.loader import load_params  # noqa: E402
+from distill.config.schema import export_role  # noqa: E402
 from distill.encoding import Encoder, measure_throughput, teacher_encoder  # noqa: E402
-from distill.lineage import provenance  # noqa: E402
-from distill.lock import pipeline_lock  # noqa: E402
 from distill.models import load_model  # noqa: E402
 from distill.pipeline import run_step  # noqa: E402
 from distill.readers import load_corpus  # noqa: E402
 from distill.runtimes import load_exported  # noqa: E402
 from distill.sampling import throughput_texts  # noqa: E402
+from distill.services.dvc_experiments import provenance  # noqa: E402
+from distill.services.lock import pipeline_lock  # noqa: E402
 from distill.student import base_student  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -148,7 +149,8 @@ def main() -> int:
     static = rows[-1]["metrics"]
     sets = [s.name for s in params.eval.sets if f"student/vs_baseline/{s.name}/low" in static]
     lines.append("\nStatic student vs its plain distillation, per set: " + "; ".join(
-        "{} {:+.2f} [{:+.2f}, {:+.2f}]".format(n, *(static[f"student/vs_baseline/{n}/{k}"] for k in ("difference", "low", "high")))
+        "{} {:+.2f} [{:+.2f}, {:+.2f}]".format(
+            n, *(static[f"student/vs_baseline/{n}/{k}"] for k in ("difference", "low", "high")))
         for n in sets) + ".")
     bm25 = {k.removeprefix("bm25/"): v for k, v in rows[0]["metrics"].items() if k.startswith("bm25/") and k.endswith("ndcg@10")}
     lines.append("BM25 (no neural model), nDCG@10: " + ", ".join(f"{k.split('/')[0]} {v:.2f}" for k, v in bm25.items()) + ".")
@@ -161,7 +163,8 @@ def main() -> int:
                    f"score (>= 99.5%), {row['speed'] / speed['teacher']:.1f}x the teacher (>= 14x)"] = (
                 row["speed"] >= 2 * student_speed and pct >= 99.5 and row["speed"] >= 14 * speed["teacher"])
     trained = rows[-1]
-    checks[f"static: {trained['speed'] / speed['teacher']:.0f}x the teacher (>= 500x)"] = trained["speed"] >= 500 * speed["teacher"]
+    checks[f"static: {trained['speed'] / speed['teacher']:.0f}x the teacher (>= 500x)"] = (
+        trained["speed"] >= 500 * speed["teacher"])
     checks[f"static: {100 * trained['mean'] / teacher_mean:.1f}% of the teacher's mean score (>= 85%)"] = (
         trained["mean"] >= 0.85 * teacher_mean)
     checks["static: above its plain distillation with the lower bound > 0 on every set"] = all(

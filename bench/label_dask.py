@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from distill import label, prepare
-from distill.config import load_params
+from distill.config.loader import load_params
 from distill.pipeline import configure
-from distill.lineage import provenance
+from distill.services.dvc_experiments import provenance
+from distill.steps import label, prepare
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import yaml
 
 from distill.readers import bbc_dir
-from distill.lineage import provenance
+from distill.services.dvc_experiments import provenance
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_RATIO = 1.2

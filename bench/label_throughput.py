@@ -19,11 +19,11 @@ from pathlib import Path
 
 import torch
 
-from distill.config import load_params
+from distill.config.loader import load_params
 from distill.encoding import teacher_encoder
 from distill.pipeline import configure
 from distill.readers import load_corpus
-from distill.lineage import provenance
+from distill.services.dvc_experiments import provenance
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -39,18 +39,23 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from distill.lineage import provenance  # noqa: E402
 
-from distill.config import ChunkingConfig, LongSet, StsSet, load_params  # noqa: E402
+from distill.config.eval_sets import LongSet, StsSet  # noqa: E402
+from distill.config.loader import load_params, read_params_file  # noqa: E402
+from distill.config.schema import ChunkingConfig  # noqa: E402
 from distill.encoding import Encoder, teacher_encoder, turn_order  # noqa: E402
-from distill.evaluation import LongDocumentEvaluator, StsEvaluator, load_evaluators, score_model, set_items  # noqa: E402
-from distill.gate import paired_bootstrap  # noqa: E402
-from distill.lock import pipeline_lock  # noqa: E402
+from distill.evaluation.base import set_items  # noqa: E402
+from distill.evaluation.gate import paired_bootstrap  # noqa: E402
+from distill.evaluation.long import LongDocumentEvaluator  # noqa: E402
+from distill.evaluation.registry import load_evaluators, score_model  # noqa: E402
+from distill.evaluation.sts import StsEvaluator  # noqa: E402
 from distill.models import load_model  # noqa: E402
 from distill.pipeline import run_step  # noqa: E402
-from distill.positions import extend_positions, native_length  # noqa: E402
 from distill.readers import load_corpus  # noqa: E402
+from distill.services.dvc_experiments import provenance  # noqa: E402
+from distill.services.lock import pipeline_lock  # noqa: E402
 from distill.student import base_student  # noqa: E402
+from distill.training.positions import extend_positions, native_length  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = Path("bench/out/long")
@@ -61,7 +66,8 @@ ROWS = {"teacher": "teacher (chunk-pooled)", "undistilled": "undistilled (trunca
         "extended": "extended, untrained", "short": "short distilled (truncating)",
         "short_chunked": "short distilled, chunk-pooled",
         "short_extended": "short distilled, extended, untrained", "long": "distilled long student"}
-STS_PATH = ROOT.parent / "shared/data/stsb/sts-test.csv"
+# The benchmark data folder params/benchmark.yaml names (../shared/data), relative to the project root.
+STS_PATH = ROOT / read_params_file(ROOT / "params/benchmark.yaml")["paths"]["eval_data"] / "stsb/sts-test.csv"
 SPEED_TEXTS = 16
 SPEED_REPEATS = 3
 

@@ -28,22 +28,27 @@ import tempfile
 import time
 from pathlib import Path
 
-from distill.config import ChunkingConfig, LongSet, StsSet, load_params
+from distill.config.eval_sets import LongSet, StsSet
+from distill.config.loader import load_params, read_params_file
+from distill.config.schema import ChunkingConfig
 from distill.encoding import Encoder, teacher_encoder
 from distill.errors import DataError
-from distill.evaluation import StsEvaluator, load_evaluators, score_model
+from distill.evaluation.registry import load_evaluators, score_model
+from distill.evaluation.sts import StsEvaluator
 from distill.models import load_model
-from distill.positions import extend_positions, native_length
 from distill.readers import load_candidates, load_corpus
 from distill.student import base_student
-from distill.train import candidate_objective, long_training_targets, train_long
+from distill.training.long import long_training_targets, train_long
+from distill.training.objectives import candidate_objective
+from distill.training.positions import extend_positions, native_length
 
 ROOT = Path(__file__).resolve().parents[1]
 LONG = Path("bench/out/long")
 OUT = Path("bench/out/long_dev")
 SHORT_STUDENT = LONG / "models/short_student"
 METHODS = ("copy_tile", "interpolate", "grouped")
-STS_DEV = ROOT.parent / "shared/data/stsb/sts-dev.csv"
+# The benchmark data folder params/benchmark.yaml names (../shared/data), relative to the project root.
+STS_DEV = ROOT / read_params_file(ROOT / "params/benchmark.yaml")["paths"]["eval_data"] / "stsb/sts-dev.csv"
 
 
 def main() -> int:

@@ -18,9 +18,10 @@ import json
 import sys
 from pathlib import Path
 
-from distill.config import is_quality_set, load_params, read_params_file
-from distill.lineage import provenance
+from distill.config.eval_sets import is_quality_set
+from distill.config.loader import load_params, read_params_file
 from distill.pipeline import run_step
+from distill.services.dvc_experiments import provenance
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = Path("bench/out/out_of_domain")

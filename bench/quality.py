@@ -19,11 +19,12 @@ import sys
 import time
 from pathlib import Path
 
-
-from distill.config import export_role, load_params
-from distill.lineage import provenance
-from distill.lock import pipeline_lock
+from distill.config.loader import load_params
+from distill.config.schema import export_role
+from distill.evaluation.report import truncated_dims
 from distill.pipeline import run_step
+from distill.services.dvc_experiments import provenance
+from distill.services.lock import pipeline_lock
 
 ROOT = Path(__file__).resolve().parents[1]
 ROLES = {"teacher": "teacher", "baseline": "undistilled", "student": "distilled"}
@@ -50,8 +51,8 @@ def main() -> int:
             timings[step] = time.perf_counter() - start
     m = json.loads((Path(params.paths.metrics) / "eval.json").read_text())
 
-    lines = [f"model        STS-B test  msmarco  dbpedia  mean nDCG  R@100 ms  R@100 db  MRR@10 ms  MRR@10 db  "
-             f"texts/s (min-max)      speed-up"]
+    lines = ["model        STS-B test  msmarco  dbpedia  mean nDCG  R@100 ms  R@100 db  MRR@10 ms  MRR@10 db  "
+             "texts/s (min-max)      speed-up"]
     summary = {}
     for role, label in ROLES.items():
         sts, ms, db = (m[f"{role}/{k}"] for k in ("stsb_test/spearman", "msmarco/ndcg@10", "dbpedia/ndcg@10"))
@@ -81,10 +82,9 @@ def main() -> int:
             lines.append(f"asymmetric (distilled queries x teacher documents) {name}: nDCG@10 "
                          f"{m[f'asymmetric/{name}/ndcg@10']:.2f} = {m[f'asymmetric/retained_pct/{name}']:.2f}% of teacher, "
                          f"query-side speed-up {student['speedup']:.2f}x")
-    for key in sorted((k for k in m if k.startswith("student_dim") and k.endswith("/mean_score")),
-                      key=lambda k: -int(k.split("/")[0].removeprefix("student_dim"))):
-        lines.append(f"distilled truncated to {key.split('/')[0].removeprefix('student_dim')} dims: mean score "
-                     f"{m[key]:.2f} (full: {m['student/mean_score']:.2f})")
+    for dim in truncated_dims(m):
+        lines.append(f"distilled truncated to {dim} dims: mean score "
+                     f"{m[f'student_dim{dim}/mean_score']:.2f} (full: {m['student/mean_score']:.2f})")
     for fmt in params.export.formats:
         role = export_role(fmt)
         lines.append(f"export {fmt}: mean score {m[f'{role}/mean_score']:.2f}, vs fp32 distilled "
@@ -97,9 +97,11 @@ def main() -> int:
     sts_pct = 100 * student["sts"] / teacher["sts"]
     ndcg_pct = 100 * student["ndcg"] / teacher["ndcg"]
     checks = {
-        f"STS-B {student['sts']:.2f} = {sts_pct:.1f}% of teacher (>= {TARGETS['sts_retained']}%)": sts_pct >= TARGETS["sts_retained"],
+        f"STS-B {student['sts']:.2f} = {sts_pct:.1f}% of teacher (>= {TARGETS['sts_retained']}%)":
+            sts_pct >= TARGETS["sts_retained"],
         f"STS-B above undistilled {baseline['sts']:.2f}": student["sts"] > baseline["sts"],
-        f"mean nDCG@10 {student['ndcg']:.2f} = {ndcg_pct:.1f}% of teacher (>= {TARGETS['ndcg_retained']}%)": ndcg_pct >= TARGETS["ndcg_retained"],
+        f"mean nDCG@10 {student['ndcg']:.2f} = {ndcg_pct:.1f}% of teacher (>= {TARGETS['ndcg_retained']}%)":
+            ndcg_pct >= TARGETS["ndcg_retained"],
         f"mean nDCG@10 not below undistilled {baseline['ndcg']:.2f}": student["ndcg"] >= baseline["ndcg"],
         f"speed-up {student['speedup']:.1f}x (>= {TARGETS['speedup']}x)": student["speedup"] >= TARGETS["speedup"],
         "distilled beats undistilled beyond noise (interval above 0)": m["student/vs_baseline/low"] > 0,

@@ -50,15 +50,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from distill.config import CANDIDATE_OBJECTIVES, EvalConfig, is_quality_set, load_params, read_params_file
+from distill.config.eval_sets import EvalConfig, is_quality_set
+from distill.config.loader import load_params, read_params_file
+from distill.config.schema import CANDIDATE_OBJECTIVES
 from distill.encoding import teacher_encoder
-from distill.evaluation import PER_ITEM_FILE, load_per_item, primary_sets, role_items
-from distill.gate import paired_bootstrap
+from distill.evaluation.gate import paired_bootstrap
+from distill.evaluation.items import primary_sets, role_items
 from distill.pipeline import run_step
-from distill.readers import load_corpus, load_queries
+from distill.readers import PER_ITEM_FILE, load_corpus, load_per_item, load_queries
 from distill.sampling import spread_sample
-
-from distill.lineage import provenance
+from distill.services.dvc_experiments import provenance
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = Path("bench/out/scaling")

@@ -1,5 +1,5 @@
 """Seconds per training step of the shipped candidate objective: one student pass per text column
-(what ``distill.losses`` runs) against the query column alone plus one merged pass over the
+(what ``distill.training.losses`` runs) against the query column alone plus one merged pass over the
 candidate columns (the library's ``embed_columns``, which pads every candidate to the widest), on the
 same fixed batch with the same threads.
 
@@ -8,7 +8,8 @@ same fixed batch with the same threads.
 The batch is what the default recipe trains on: ``train.candidate_batch_size`` BBC headlines, each
 with its article's first passage as the positive and the first passages of ``mining.negatives``
 other articles as negatives, tokenised column by column at ``student.max_seq_length`` as the
-trainer's collator does; the labels are fixed seeded scores. Loss values are compared without dropout. One step is forward and backward of
+trainer's collator does; the labels are fixed seeded scores. Loss values are compared without dropout.
+One step is forward and backward of
 ``train.objectives`` (MarginMSE inside MatryoshkaLoss by default). The two ways alternate, after a
 warm-up each; the median and range of ``--repeats`` steps are printed with the loss values (equal
 within fp32 tolerance) and the texts per second of training.
@@ -27,13 +28,12 @@ from pathlib import Path
 import torch
 from sentence_transformers.base.losses.merged_forward import column_merging_disabled
 
-from distill.config import load_params
+from distill.config.loader import load_params
 from distill.readers import bbc_articles
+from distill.services.dvc_experiments import provenance
 from distill.student import base_student
 from distill.text import split_passages
-from distill.train import candidate_loss
-
-from distill.lineage import provenance
+from distill.training.objectives import candidate_loss
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -31,14 +31,16 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from prefect_dask import DaskTaskRunner
 
-from distill import lineage
-from distill.cluster import TextSlice, encode_slice, missing_slices
-from distill.config import ClusterConfig, Params, ParamsError, load_params, parse_override, read_params_file
+from distill.config.base import ParamsError
+from distill.config.loader import load_params, parse_override, read_params_file
+from distill.config.schema import ClusterConfig, Params
 from distill.encoding import teacher_encoder
-from distill.lock import pipeline_lock
+from distill.labelling.dask_label import TextSlice, encode_slice, missing_slices
 from distill.pipeline import STEPS, configure
 from distill.readers import read_json_artifact
-from distill.tracking import pipeline_run
+from distill.services import dvc_experiments as lineage
+from distill.services.lock import pipeline_lock
+from distill.services.tracking import pipeline_run
 
 # Retries where a second try can succeed: hub downloads while labelling, a busy tracking store, a
 # remote that did not answer. Bad params, bad data and training divergence fail the same way twice.
@@ -76,8 +78,7 @@ def dask_task_runner(config: ClusterConfig) -> DaskTaskRunner:
     (``address`` and ``cluster_kwargs`` cannot be combined)."""
     if config.address is not None:
         return DaskTaskRunner(address=config.address)
-    return DaskTaskRunner(cluster_kwargs={"n_workers": config.n_workers, "threads_per_worker": config.threads_per_worker,
-                                          "processes": True, "dashboard_address": None})
+    return DaskTaskRunner(cluster_kwargs=config.local_cluster_kwargs)
 
 
 def label_on_cluster(params: Params) -> None:
@@ -136,10 +137,6 @@ def distill_pipeline(
     params = load_params([root / lineage.PARAMS_FILE, *files], overrides, updates)
     partials = [read_params_file(f) for f in files] + [parse_override(o) for o in overrides or []] + [updates]
     leaves = lineage.override_leaves(*partials)
-    moved = sorted(key for key in leaves if key.split(".")[0] == "paths")
-    if moved:
-        raise ParamsError(f"{moved}: a flow run cannot move outputs, because dvc.yaml names them; change paths in "
-                          "params.yaml and dvc.yaml together, or run the steps by hand (`python -m distill <step> --params ...`)")
     configure(params)
     run_name = flow_run.get_name() or "flow"
     # An override run is an experiment: params.yaml, dvc.lock and the outputs are the user's again after it.

@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 
-from distill.config import deep_merge, load_params
+from distill.config.loader import deep_merge, load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -84,7 +84,7 @@ def write_tiny_params(root: Path, **sections) -> Path:
 
 def labelled_tiny_project(root: Path, **sections) -> Path:
     """``root/params.yaml`` (see :func:`write_tiny_params`), prepared and labelled in-process."""
-    from distill import label, prepare
+    from distill.steps import label, prepare
 
     params_file = write_tiny_params(root, **sections)
     params = load_params(params_file)
@@ -114,7 +114,7 @@ def minilm():
 def finished_pipeline(tmp_path_factory):
     """prepare → label → train → export (every format) → evaluate once on the tiny config; returns
     (params, metrics)."""
-    from distill import evaluate, export, label, prepare, train
+    from distill.steps import evaluate, export, label, prepare, train
 
     params = load_params(write_tiny_params(tmp_path_factory.mktemp("pipeline"),
                                            export={"formats": ["onnx", "onnx_int8", "openvino_int8"]}))
@@ -133,7 +133,7 @@ def git(args: list[str], cwd: Path) -> str:
 def run_state(source: Path) -> list[Path]:
     """What a run leaves in a checkout (``dvc.lock``, every output ``dvc.yaml`` names, every path of
     ``params.yaml``'s ``paths`` section but the evaluation data): never part of a test project."""
-    from distill.lineage import LOCK_FILE, PARAMS_FILE, stage_outputs
+    from distill.services.dvc_experiments import LOCK_FILE, PARAMS_FILE, stage_outputs
 
     paths = (yaml.safe_load((source / PARAMS_FILE).read_text()) or {}).get("paths") or {}
     outputs = [value for key, value in paths.items() if key != "eval_data" and isinstance(value, str)]

@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 
 from distill.__main__ import main
-from distill.cache import KEY_BYTES
-from distill.config import load_params
+from distill.config.loader import load_params
 from distill.encoding import teacher_encoder
+from distill.labelling.cache import KEY_BYTES
 from distill.models import resolve_model
 from tests.conftest import labelled_tiny_project
 from tests.tiny_models import tiny_bert_embedder

@@ -5,8 +5,8 @@ import sys
 import numpy as np
 import pytest
 
-from distill.cache import EmbeddingCache, text_key
 from distill.errors import DataError
+from distill.labelling.cache import EmbeddingCache, text_key
 
 
 def fake_encoder(calls):
@@ -134,7 +134,7 @@ def test_shards_of_another_dimension_stop_the_run(tmp_path):
 WRITER = """
 import sys, time
 import numpy as np
-from distill.cache import EmbeddingCache
+from distill.labelling.cache import EmbeddingCache
 root, first, last = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 def encode(texts, on_batch):
     time.sleep(0.3)  # a slow teacher: the other writer and the kill land mid-way

@@ -15,11 +15,12 @@ import numpy as np
 import pytest
 from prefect.testing.utilities import prefect_test_harness
 
-from distill import label, prepare
-from distill.cluster import dask_client, label_on_client, missing_slices
-from distill.config import ClusterConfig, load_params
+from distill.config.loader import load_params
+from distill.config.schema import ClusterConfig
 from distill.encoding import teacher_encoder
 from distill.errors import DataError
+from distill.labelling.dask_label import dask_client, label_on_client, missing_slices
+from distill.steps import label, prepare
 from tests.conftest import ROOT, labelled_tiny_project, write_tiny_params
 
 sys.path.insert(0, str(ROOT / "flows"))

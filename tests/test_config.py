@@ -1,7 +1,8 @@
 import pytest
 import yaml
 
-from distill.config import ParamsError, flatten, load_params, parse_override
+from distill.config.base import ParamsError
+from distill.config.loader import flatten, load_params, parse_override
 from tests.conftest import ROOT
 
 
@@ -76,7 +77,7 @@ def test_flatten_uses_dotted_keys_and_yaml_spelling():
 
 def test_params_yaml_is_exactly_the_defaults():
     """Defaults live in config.py; params.yaml spells out every section key with its default value."""
-    from distill.config import Params
+    from distill.config.schema import Params
 
     assert load_params(ROOT / "params.yaml") == Params()
     written = yaml.safe_load((ROOT / "params.yaml").read_text())

@@ -19,7 +19,7 @@ import pytest
 from sentence_transformers import SentenceTransformer
 
 from distill.__main__ import main
-from distill.config import load_params
+from distill.config.loader import load_params
 from distill.models import resolve_model
 from distill.readers import load_corpus
 from tests.conftest import labelled_tiny_project

@@ -5,9 +5,9 @@ baseline of the same run), and its training loss falls. A trainer that changes n
 import pandas as pd
 from sentence_transformers import SentenceTransformer
 
-from distill import evaluate, train
-from distill.config import load_params
+from distill.config.loader import load_params
 from distill.models import fingerprint
+from distill.steps import evaluate, train
 from distill.student import base_student
 from tests.conftest import labelled_tiny_project
 

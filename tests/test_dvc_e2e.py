@@ -11,7 +11,7 @@ import pytest
 import yaml
 from sentence_transformers import SentenceTransformer
 
-from distill.config import params_from_dict
+from distill.config.loader import params_from_dict
 from tests.conftest import project_copy, tiny_params_dict
 
 pytestmark = pytest.mark.slow

@@ -40,7 +40,7 @@ def test_no_prompt_means_no_default_prompt(minilm, tmp_path):
 
 
 def test_chunking_pools_cached_windows_by_token_count(minilm, tmp_path):
-    from distill.config import ChunkingConfig
+    from distill.config.schema import ChunkingConfig
 
     long_text = " ".join(f"Sentence number {i} reports on a different market today." for i in range(60))
     encoder = Encoder(minilm, "teacher", tmp_path, chunking=ChunkingConfig(tokens=48, overlap=8))

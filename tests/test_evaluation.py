@@ -2,9 +2,11 @@ import json
 
 import pytest
 
-from distill.config import RetrievalSet, StsSet
+from distill.config.eval_sets import RetrievalSet, StsSet
 from distill.errors import DataError
-from distill.evaluation import RetrievalEvaluator, StsEvaluator
+from distill.evaluation.retrieval import RetrievalEvaluator
+from distill.evaluation.sts import StsEvaluator
+from tests.conftest import SHARED_DATA, needs_shared
 
 
 def load_retrieval(spec):
@@ -13,7 +15,6 @@ def load_retrieval(spec):
 
 def load_sts(spec):
     return StsEvaluator.load(spec, None, 0, "sentence")
-from tests.conftest import SHARED_DATA, needs_shared
 
 
 def beir(tmp_path, qrels_rows):
@@ -58,8 +59,8 @@ def test_shared_benchmark_sets_load():
 def test_title_retrieval_relates_each_title_to_its_own_passages():
     import pandas as pd
 
-    from distill.config import TitleRetrievalSet
-    from distill.evaluation import TitleRetrievalEvaluator
+    from distill.config.eval_sets import TitleRetrievalSet
+    from distill.evaluation.retrieval import TitleRetrievalEvaluator
 
     heldout = pd.DataFrame({
         "text": ["rupee rises", "markets cheer", "team wins final", "fans celebrate", "untitled note"],
@@ -78,8 +79,8 @@ def test_title_retrieval_relates_each_title_to_its_own_passages():
 def test_keyword_queries_name_each_documents_own_distinctive_words():
     import pandas as pd
 
-    from distill.config import TitleRetrievalSet
-    from distill.evaluation import TitleRetrievalEvaluator
+    from distill.config.eval_sets import TitleRetrievalSet
+    from distill.evaluation.retrieval import TitleRetrievalEvaluator
 
     heldout = pd.DataFrame({
         "text": ["The rupee rose against the dollar", "Rupee traders cheered the central bank",
@@ -98,8 +99,8 @@ def test_keyword_queries_name_each_documents_own_distinctive_words():
 def test_dev_and_test_halves_share_no_document():
     import pandas as pd
 
-    from distill.config import ClassificationSet, FidelitySet, TitleRetrievalSet
-    from distill.evaluation import heldout_documents
+    from distill.config.eval_sets import ClassificationSet, FidelitySet, TitleRetrievalSet
+    from distill.evaluation.registry import heldout_documents
     from distill.sampling import heldout_half
 
     heldout = pd.DataFrame({"text": [f"passage {i}" for i in range(200)], "doc_id": [f"d{i // 2}" for i in range(200)],
@@ -119,7 +120,8 @@ def test_dev_and_test_halves_share_no_document():
 
 
 def test_a_half_of_a_file_set_is_refused():
-    from distill.config import ParamsError, params_from_dict
+    from distill.config.base import ParamsError
+    from distill.config.loader import params_from_dict
 
     with pytest.raises(ParamsError, match="heldout_half chooses held-out corpus documents"):
         params_from_dict({"eval": {"sets": [{"name": "t", "type": "classification", "path": "x.csv",
@@ -127,8 +129,9 @@ def test_a_half_of_a_file_set_is_refused():
 
 
 def test_report_says_which_documents_chose_the_recipe():
-    from distill.config import Params, params_from_dict
-    from distill.report import heldout_line
+    from distill.config.loader import params_from_dict
+    from distill.config.schema import Params
+    from distill.evaluation.report import heldout_line
 
     line = heldout_line(Params())
     assert "`bbc_headlines`" in line and "on the test half" in line and "chosen on the dev half" in line

@@ -24,9 +24,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 from safetensors.numpy import load_file
 
-from distill import evaluate, prepare, train
-from distill.config import load_params
+from distill.config.loader import load_params
 from distill.readers import read_json_artifact
+from distill.steps import evaluate, prepare, train
 from tests.conftest import ROOT, labelled_tiny_project, write_tiny_params
 
 pytestmark = pytest.mark.slow

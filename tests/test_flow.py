@@ -1,5 +1,6 @@
 """The Prefect flow in-process as DVC runs and experiments with lineage, locking, and the services' CLI."""
 
+import functools
 import json
 import os
 import socket
@@ -12,9 +13,9 @@ import pytest
 import yaml
 from prefect.testing.utilities import prefect_test_harness
 
-from distill.config import load_params, params_from_dict, parse_override
-from distill.lineage import override_leaves, params_applied
-from distill.lock import HOLDER_ENV, pipeline_lock
+from distill.config.loader import load_params, params_from_dict, parse_override
+from distill.services.dvc_experiments import override_leaves, params_applied
+from distill.services.lock import HOLDER_ENV, pipeline_lock
 from tests.conftest import ROOT, git, project_copy, tiny_params_dict, write_tiny_params
 
 sys.path.insert(0, str(ROOT / "flows"))
@@ -177,7 +178,7 @@ def test_trigger_without_server_says_how_to_start_it(tmp_path):
 
 
 def test_dotted_keys_become_section_parameters():
-    from distill.services import flow_parameters
+    from distill.services.servers import flow_parameters
 
     assert flow_parameters(["train.epochs=2", "train.learning_rate=5e-5", "overrides=[a.b=1]", "seed=3"]) == {
         "train": {"epochs": 2, "learning_rate": "5e-5"},
@@ -199,3 +200,10 @@ def test_overrides_are_applied_to_params_yaml_and_undone(tmp_path):
         assert "# mine" in applied and "# one" in applied
         raise RuntimeError("a stage failed")
     assert (tmp_path / "params.yaml").read_bytes() == original
+    # Values of every type read back as they were given, as `dvc exp run --set-param` writes them.
+    values = {"corpus.sources": [{"type": "bbc", "max_documents": None}, {"type": "file", "path": "it's a\\dir\\"}],
+              "eval.sets": [], "tracking.uri": "sqlite:///a b.db", "train.learning_rate": 0.0003, "seed": None,
+              "register.min_metrics": {"student/topics/accuracy": 90}, "student.prompts.query": "42", "x.enabled": True}
+    with params_applied(tmp_path, values):
+        applied = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    assert {key: functools.reduce(lambda node, part: node[part], key.split("."), applied) for key in values} == values

@@ -5,9 +5,9 @@ import math
 import numpy as np
 import pytest
 
-from distill.config import RegisterConfig
-from distill.evaluation import ClassificationEvaluator
-from distill.gate import Interval, decide, paired_bootstrap
+from distill.config.schema import RegisterConfig
+from distill.evaluation.gate import Interval, decide, paired_bootstrap
+from distill.evaluation.labelled import ClassificationEvaluator
 
 SETS = [("topics", ClassificationEvaluator.primary_on)]
 

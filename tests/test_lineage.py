@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from distill.lineage import workspace_kept
+from distill.services.dvc_experiments import workspace_kept
 from tests.conftest import git, project_copy
 
 STAGE = {"stages": {"write": {"cmd": "python -c \"import yaml; n = yaml.safe_load(open('params.yaml'))['n']; "
@@ -90,7 +90,9 @@ def test_a_params_file_runs_as_a_dvc_experiment(tmp_path):
     dvc(["init", "-q"], root)
     git(["add", "-A"], root)
     git(["-c", "user.name=t", "-c", "user.email=t@t.invalid", "commit", "-qm", "toy"], root)
-    (root / "recipe.yaml").write_text("seed: 9\ntrain:\n  epochs: 3\n")
+    recipe = {"seed": 9, "train": {"epochs": 3},
+              "corpus": {"sources": [{"type": "bbc", "unit": "passage", "max_units_per_document": 2}]}}
+    (root / "recipe.yaml").write_text(yaml.safe_dump(recipe))
     (root / "typo.yaml").write_text("train:\n  epoch: 3\n")
     cwd = Path.cwd()
     os.chdir(root)
@@ -101,6 +103,7 @@ def test_a_params_file_runs_as_a_dvc_experiment(tmp_path):
     finally:
         os.chdir(cwd)
     assert (root / "out.txt").read_text() == "(9, 3)"
+    assert yaml.safe_load((root / "params.yaml").read_text())["corpus"]["sources"] == recipe["corpus"]["sources"]
     shown = json.loads(dvc(["exp", "show", "--json"], root))
     names = [e["name"] for baseline in shown for e in baseline.get("experiments") or []]
     assert "recipe" in names

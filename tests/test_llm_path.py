@@ -8,13 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from distill import evaluate, label, prepare, train
-from distill.config import CausalLMScorer, CrossEncoderScorer, load_params
+from distill.config.loader import load_params
+from distill.config.schema import CausalLMScorer, CrossEncoderScorer
 from distill.encoding import teacher_encoder
 from distill.errors import ModelLoadError
+from distill.labelling.scoring import cached_scores, load_reranker
 from distill.models import load_model, resolve_model
 from distill.readers import load_candidates
-from distill.scoring import cached_scores, load_reranker
+from distill.steps import evaluate, label, prepare, train
 from tests.conftest import write_tiny_params
 from tests.tiny_models import INSTRUCTION, tiny_causal_lm, tiny_cross_encoder, tiny_decoder_embedder
 

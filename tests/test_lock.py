@@ -2,7 +2,7 @@ import threading
 
 import pytest
 
-from distill.lock import PipelineBusyError, pipeline_lock
+from distill.services.lock import PipelineBusyError, pipeline_lock
 
 
 def test_another_thread_of_the_same_process_is_refused(tmp_path):

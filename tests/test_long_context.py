@@ -11,12 +11,14 @@ import pandas as pd
 import pytest
 from sentence_transformers import SentenceTransformer
 
-from distill import evaluate, label, prepare, train
-from distill.config import LongSet, load_params, read_params_file
+from distill.config.eval_sets import LongSet
+from distill.config.loader import load_params, read_params_file
 from distill.encoding import Encoder
-from distill.evaluation import LongDocumentEvaluator, load_evaluators
+from distill.evaluation.long import LongDocumentEvaluator
+from distill.evaluation.registry import load_evaluators
 from distill.readers import bbc_articles, load_long_documents
 from distill.sampling import heldout_half
+from distill.steps import evaluate, label, prepare, train
 from distill.text import split_sentences
 from tests.conftest import ROOT, write_tiny_params
 
@@ -117,7 +119,7 @@ def test_long_recipe_runs_prepare_label_train_evaluate(tmp_path):
 def test_token_budget_batches_cover_every_row_once_within_the_budget():
     from datasets import Dataset
 
-    from distill.train import TokenBudgetBatchSampler
+    from distill.training.samplers import TokenBudgetBatchSampler
 
     lengths = [2050, 1030, 1500, 300, 2050, 800, 1200, 640, 1900, 90]
     dataset = Dataset.from_dict({"query": ["q"] * len(lengths), "document": ["d"] * len(lengths)})

@@ -2,11 +2,11 @@ import pytest
 import torch
 from sentence_transformers.sentence_transformer import losses
 
-from distill.config import TrainConfig
+from distill.config.schema import TrainConfig
 from distill.errors import DataError
-from distill.losses import InBatchSimilarityLoss, QueryDocumentSimilarityLoss, RelativeSimilarityLoss
 from distill.models import prune_layers
-from distill.train import candidate_loss
+from distill.training.losses import InBatchSimilarityLoss, QueryDocumentSimilarityLoss, RelativeSimilarityLoss
+from distill.training.objectives import candidate_loss
 
 
 def features(model, texts):

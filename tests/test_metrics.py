@@ -5,10 +5,12 @@ import pandas as pd
 import pytest
 from sklearn.metrics import v_measure_score
 
-from distill import metrics
+from distill.config.eval_sets import ClassificationSet, ClusteringSet, StsSet
 from distill.errors import DataError
-from distill.config import ClassificationSet, ClusteringSet, StsSet
-from distill.evaluation import ClassificationEvaluator, ClusteringEvaluator, RetrievalEvaluator, StsEvaluator
+from distill.evaluation import metrics
+from distill.evaluation.labelled import ClassificationEvaluator, ClusteringEvaluator
+from distill.evaluation.retrieval import RetrievalEvaluator
+from distill.evaluation.sts import StsEvaluator
 from tests.test_evaluation import beir
 
 

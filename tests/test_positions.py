@@ -10,10 +10,10 @@ from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
 from sentence_transformers.util import batch_to_device
 
-from distill.config import PositionExtension
+from distill.config.schema import PositionExtension
 from distill.errors import DataError
 from distill.models import resolve_model
-from distill.positions import extend_positions, native_length, position_rows, train_only_new_positions
+from distill.training.positions import extend_positions, native_length, position_rows, train_only_new_positions
 from tests.conftest import needs_cuda
 from tests.tiny_models import tiny_bert_embedder, tiny_decoder_embedder
 

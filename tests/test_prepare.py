@@ -3,11 +3,12 @@ import json
 import pandas as pd
 import pytest
 
-from distill.config import CorpusConfig, params_from_dict
+from distill.config.corpus import CorpusConfig
+from distill.config.loader import params_from_dict
 from distill.errors import DataError
-from distill.prepare import build_corpus, run
-from distill.text import split_passages, split_sentences
 from distill.readers import load_corpus
+from distill.steps.prepare import build_corpus, run
+from distill.text import split_passages, split_sentences
 
 
 def corpus(sources, **kwargs):
@@ -125,7 +126,7 @@ def test_failed_prepare_leaves_previous_output_intact(tmp_path, monkeypatch):
 
 
 def test_default_params_corpus_builds_from_every_bbc_file():
-    from distill.config import load_params
+    from distill.config.loader import load_params
     from tests.conftest import ROOT
 
     params = load_params(ROOT / "params.yaml")
@@ -169,7 +170,7 @@ def test_decontamination_drops_every_evaluation_text(tmp_path, monkeypatch):
 
 
 def test_evaluation_samples_span_topics_and_documents():
-    from distill.config import load_params
+    from distill.config.loader import load_params
     from distill.sampling import spread_sample
     from tests.conftest import ROOT
 

@@ -4,10 +4,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from distill.config import CorpusConfig, MiningConfig, ParamsError, params_from_dict
+from distill.config.base import ParamsError
+from distill.config.corpus import CorpusConfig
+from distill.config.loader import params_from_dict
+from distill.config.schema import MiningConfig
 from distill.errors import DataError
-from distill.mining import mine_candidates, rank_passages
-from distill.prepare import build_corpus, build_queries, match_key
+from distill.labelling.mining import mine_candidates, rank_passages
+from distill.steps.prepare import build_corpus, build_queries, match_key
 from distill.text import split_sentences
 
 

@@ -18,10 +18,10 @@ import pytest
 from mlflow.tracking import MlflowClient
 from sentence_transformers import SentenceTransformer
 
-from distill import register
 from distill.errors import ProvenanceError
-from distill.evaluation import PER_ITEM_FILE
-from distill.tracking import metric_key
+from distill.readers import PER_ITEM_FILE
+from distill.services.tracking import metric_key
+from distill.steps import register
 
 
 @pytest.fixture
@@ -88,7 +88,7 @@ def test_champion_scored_on_another_spec_is_re_evaluated(workspace, caplog):
     first = register.run(workspace)
     client = client_for(workspace)
     client.set_model_version_tag(workspace.registry.model_name, str(first.version), "eval_spec", "another-spec")
-    with caplog.at_level("INFO", logger="distill.register"):
+    with caplog.at_level("INFO", logger="distill.steps.register"):
         second = register.run(workspace)
     assert "scored on evaluation spec another-spec" in caplog.text
     # Re-evaluated here, the champion scores what its weights really score, which the edited

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
-from distill import label
+from distill.config.loader import load_params
 from distill.encoding import teacher_encoder
-from distill.config import load_params
 from distill.readers import load_corpus, load_queries
+from distill.steps import label
 from tests.conftest import ROOT, write_tiny_params
 
 

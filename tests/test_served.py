@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from distill.config import params_from_dict
+from distill.config.loader import params_from_dict
 from tests.conftest import project_copy, tiny_params_dict
 
 pytestmark = pytest.mark.slow

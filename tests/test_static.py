@@ -7,11 +7,12 @@ import pytest
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.modules import StaticEmbedding
 
-from distill import evaluate, label, prepare, train
-from distill.config import StaticStudentConfig, load_params
+from distill.config.loader import load_params
+from distill.config.schema import StaticStudentConfig
 from distill.errors import DataError
 from distill.models import load_model, prune_layers
 from distill.static import distil_static, load_static_student, sif_weights, static_folder
+from distill.steps import evaluate, label, prepare, train
 from tests.conftest import write_tiny_params
 
 

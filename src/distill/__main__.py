@@ -10,12 +10,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from distill.config import ParamsError, load_params
+from distill.config.base import ParamsError
+from distill.config.loader import load_params
 from distill.errors import DataError, ModelLoadError, ProvenanceError
-from distill.lineage import LineageError, experiment_run
-from distill.lock import PipelineBusyError
 from distill.models import assemble_offline_models
 from distill.pipeline import STEPS, run_step
+from distill.services.dvc_experiments import LineageError, experiment_run
+from distill.services.lock import PipelineBusyError
 
 EXPECTED_ERRORS = (ParamsError, DataError, ModelLoadError, ProvenanceError, PipelineBusyError, LineageError)
 

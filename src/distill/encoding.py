@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 from sentence_transformers import SentenceTransformer
 
-from distill.cache import EmbeddingCache, namespace_key
-from distill.config import ChunkingConfig, Params
+from distill.config.schema import ChunkingConfig, Params
+from distill.labelling.cache import EmbeddingCache, namespace_key
 from distill.models import fingerprint, load_model
 from distill.prompts import prompt_for
 

@@ -13,7 +13,16 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from distill.text import split_sentences
+import pandas as pd
+
+from distill.config.corpus import (
+    LongDocumentsConfig,
+)
+from distill.errors import DataError
+from distill.readers import (
+    bbc_articles,
+)
+from distill.text import collapse_whitespace, match_key, split_sentences
 
 FIRST_NAMES = ("Ada", "Bruno", "Chloe", "Dmitri", "Elena", "Farid", "Greta", "Hiro", "Ines", "Jonas", "Kira", "Luca",
                "Maya", "Nikolai", "Olga", "Pablo", "Quinn", "Rosa", "Sven", "Tara", "Umar", "Vera", "Wen", "Yusuf")
@@ -56,7 +65,7 @@ def filler_sentences(texts: Sequence[str]) -> list[str]:
     return [s for text in texts for s in split_sentences(text) if len(s) > 20]
 
 
-def embed(target: str, filler: Sequence[str], length: int, count: TokenCounter,
+def place_among_filler(target: str, filler: Sequence[str], length: int, count: TokenCounter,
           rng: random.Random) -> tuple[str, int]:
     """``target`` at a random sentence boundary among filler sentences drawn in random order, about
     ``length`` tokens in all, and its token count; a target longer than ``length`` is cut to its first
@@ -109,4 +118,37 @@ def documents_at_length(
 ) -> list[LongDocument]:
     """One document of about ``length`` tokens per ``(target text, query)``, seeded by length."""
     rng = random.Random(f"{seed}/{length}")
-    return [LongDocument(*embed(target, filler, length, count, rng), query=query) for target, query in targets]
+    return [LongDocument(*place_among_filler(target, filler, length, count, rng), query=query) for target, query in targets]
+
+
+
+
+
+
+LONG_COLUMNS = ["query", "text", "doc_id", "tokens"]
+
+
+def build_long_documents(corpus: pd.DataFrame, config: LongDocumentsConfig, tokenizer, seed: int,
+                         excluded: set[str] = frozenset()) -> pd.DataFrame:
+    """``config.documents`` long documents from whole *training* BBC articles: each article at a random
+    position among sentences of other training articles, ``min_tokens``..``max_tokens`` student tokens,
+    with its headline as the query. Articles holding an evaluation text are left out."""
+    train_ids = set(corpus.loc[(corpus["split"] == "train") & (corpus["source"] == "bbc"), "doc_id"].astype(str))
+    articles = [a for a in bbc_articles() if a.doc_id in train_ids and a.title
+                and not any(match_key(s) in excluded for s in split_sentences(a.body))]
+    if len(articles) < 2:
+        raise DataError(f"corpus.long_documents needs at least 2 training BBC articles with headlines, found "
+                        f"{len(articles)}: add a bbc source to corpus.sources")
+    count = TokenCounter(tokenizer)
+    rng = random.Random(f"{seed}/long_documents")
+    sentences = [(s, i) for i, a in enumerate(articles) for s in filler_sentences([a.body])]
+    order = rng.sample(range(len(articles)), len(articles))
+    rows = []
+    for n in range(config.documents):
+        index = order[n % len(articles)]
+        article = articles[index]
+        filler = [s for s, owner in sentences if owner != index]
+        length = rng.randint(config.min_tokens, config.max_tokens)
+        text, tokens = place_among_filler(collapse_whitespace(article.body), filler, length, count, rng)
+        rows.append({"query": article.title, "text": text, "doc_id": article.doc_id, "tokens": tokens})
+    return pd.DataFrame(rows, columns=LONG_COLUMNS)

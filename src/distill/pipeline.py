@@ -9,10 +9,10 @@ from typing import Any
 
 import torch
 
-from distill.config import Params
-from distill.lock import pipeline_lock
+from distill.config.schema import Params
+from distill.services.lock import pipeline_lock
 
-# Each step is the module distill.<step> with a run(params), in pipeline order, with what it does and
+# Each step is the module distill.steps.<step> with a run(params), in pipeline order, with what it does and
 # writes; a step imports only what it needs (the registry's MLflow loads only for register, so a
 # machine without it can prepare, label, train, export, evaluate).
 STEPS = {
@@ -37,6 +37,6 @@ def run_step(name: str, params: Params) -> Any:
     if name not in STEPS:
         raise ValueError(f"unknown step {name!r}; expected one of {sorted(STEPS)}")
     configure(params)
-    step = importlib.import_module(f"distill.{name}")
+    step = importlib.import_module(f"distill.steps.{name}")
     with pipeline_lock(params.paths.lock):
         return step.run(params)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from sentence_transformers import SentenceTransformer
 
-from distill.config import TEXT_TYPES
+from distill.config.base import TEXT_TYPES
 
 
 def prompt_for(prompts: dict[str, str], text_type: str) -> str:
@@ -24,3 +24,12 @@ def set_student_prompts(model: SentenceTransformer, prompts: dict[str, str]) -> 
     takes ``prompt_name`` from the request); no prompt is applied by default."""
     model.prompts = {**dict.fromkeys(TEXT_TYPES, ""), **prompts}
     model.default_prompt_name = None
+
+def non_empty_prompts(prompts: dict) -> dict:
+    """Prompts per dataset (and per column) without the empty ones, in the trainer's format."""
+    out = {}
+    for name, prompt in prompts.items():
+        prompt = non_empty_prompts(prompt) if isinstance(prompt, dict) else prompt
+        if prompt:
+            out[name] = prompt
+    return out

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import codecs
-import hashlib
 import csv
+import hashlib
 import importlib.util
 import json
 import math
@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
 import pandas as pd
 
 from distill.errors import DataError
@@ -23,6 +24,7 @@ SUMMARY_FILE = "summary.json"
 CANDIDATES_FILE = "candidates.parquet"
 LONG_DOCUMENTS_FILE = "long_documents.parquet"
 EXPORTS_MANIFEST = "manifest.json"
+PER_ITEM_FILE = "per_item.npz"  # the evaluate step's per-item scores, keyed <role>/<set>/<field>
 T = TypeVar("T")
 
 
@@ -103,22 +105,27 @@ def column_values(values: list, column: str, origin: str) -> Iterator[tuple[int,
 
 
 def load_table(path: Path, column: str) -> list:
-    """One column of a ``.jsonl``/``.json``/``.csv``/``.parquet`` file."""
+    """One column of a ``.jsonl``/``.json``/``.csv``/``.parquet`` file, read by pandas as it is (JSON
+    values keep their JSON types, no dates parsed)."""
     suffix = path.suffix.lower()
-    builder = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}.get(suffix)
-    if builder is None:
+    readers: dict[str, Callable[[Path], pd.DataFrame]] = {
+        ".jsonl": lambda p: pd.read_json(p, lines=True, dtype=False, convert_dates=False),
+        ".json": lambda p: pd.read_json(p, dtype=False, convert_dates=False),
+        ".csv": pd.read_csv,
+        ".parquet": pd.read_parquet,
+    }
+    if suffix not in readers:
         raise DataError(f"{path}: unsupported file type {suffix!r}; expected .txt, .jsonl, .csv or .parquet")
-    if builder != "parquet":
+    if suffix != ".parquet":
         check_utf8(path)
-    import datasets
-
     try:
-        table = datasets.load_dataset(builder, data_files=str(path), split="train")
-    except Exception as err:  # noqa: BLE001 - datasets raises many types for unreadable files
-        raise DataError(f"{path}: cannot read as {builder}: {err}") from err
-    if column not in table.column_names:
-        raise DataError(f"{path}: missing column {column!r}; the file has columns {table.column_names}")
-    return table[column]
+        table = readers[suffix](path)
+    except Exception as err:  # noqa: BLE001 - pandas and pyarrow raise many types for unreadable files
+        raise DataError(f"{path}: cannot read as {suffix.lstrip('.')}: {err}") from err
+    if column not in table.columns:
+        raise DataError(f"{path}: missing column {column!r}; the file has columns {list(table.columns)}")
+    values = table[column].astype(object)
+    return values.where(values.notna(), None).tolist()  # a missing value is None, whatever the column's dtype
 
 
 def read_stsb_pairs(path: Path) -> list[tuple[str, str, float]]:
@@ -199,3 +206,80 @@ def corpus_sha256(frame: pd.DataFrame) -> str:
 def load_corpus_summary(prepared_dir: str | Path) -> dict:
     """What prepare wrote beside the corpus: split counts, decontamination, corpus hash."""
     return read_json_artifact(Path(prepared_dir) / SUMMARY_FILE, "prepare")
+
+
+
+
+
+
+def _read_jsonl(path: Path, required: tuple[str, ...]) -> list[dict]:
+    """BEIR ``corpus.jsonl`` / ``queries.jsonl`` rows: a unique ``_id``, string ``text``, and a string
+    ``title`` where there is one (``""`` for none)."""
+    if not path.is_file():
+        raise DataError(f"retrieval file {path} does not exist")
+    check_utf8(path)
+    rows = []
+    first_line: dict[str, int] = {}
+    with path.open(encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataError(f"{path}:{line_no}: not valid JSON: {err}") from err
+            if not isinstance(row, dict):
+                raise DataError(f"{path}:{line_no}: expected a JSON object, got {type(row).__name__}")
+            missing = [k for k in required if k not in row]
+            if missing:
+                raise DataError(f"{path}:{line_no}: missing field(s) {missing}")
+            for key, expected in (("text", "a string"), ("title", 'a string ("" for no title)')):
+                if key in row and not isinstance(row[key], str):
+                    raise DataError(f"{path}:{line_no}: field {key!r} is {row[key]!r}, expected {expected}")
+            doc_id = row["_id"]
+            if not isinstance(doc_id, (str, int)) or isinstance(doc_id, bool):
+                raise DataError(f"{path}:{line_no}: field '_id' is {doc_id!r}, expected a string")
+            if str(doc_id) in first_line:
+                raise DataError(f"{path}:{line_no}: _id {str(doc_id)!r} repeats line {first_line[str(doc_id)]}; "
+                                "ids must be unique")
+            first_line[str(doc_id)] = line_no
+            rows.append(row)
+    return rows
+
+
+def _read_qrels(path: Path, query_row: dict[str, int], doc_row: dict[str, int]) -> dict[int, dict[int, int]]:
+    """qrels/<split>.tsv (header query-id, corpus-id, score) → query row → document row → relevance."""
+    if not path.is_file():
+        raise DataError(f"qrels file {path} does not exist")
+    check_utf8(path)
+    judged: dict[int, dict[int, int]] = {}
+    with path.open(encoding="utf-8", newline="") as handle:
+        reader = csv.reader(handle, delimiter="\t")
+        header = next(reader, None)
+        if header is None or [h.strip() for h in header[:3]] != ["query-id", "corpus-id", "score"]:
+            raise DataError(f"{path}: expected the header 'query-id<TAB>corpus-id<TAB>score', got {header}")
+        for line_no, row in enumerate(reader, start=2):
+            if len(row) < 3:
+                raise DataError(f"{path}:{line_no}: expected 3 tab-separated fields, got {len(row)}")
+            query_id, doc_id, score = row[0], row[1], row[2]
+            if query_id not in query_row:
+                raise DataError(f"{path}:{line_no}: query-id {query_id!r} is not in queries.jsonl")
+            if doc_id not in doc_row:
+                raise DataError(f"{path}:{line_no}: corpus-id {doc_id!r} is not in corpus.jsonl")
+            try:
+                relevance = int(score)
+            except ValueError as err:
+                raise DataError(f"{path}:{line_no}: score {score!r} is not an integer") from err
+            if relevance < 0:
+                raise DataError(f"{path}:{line_no}: score {relevance} is negative; expected a relevance grade >= 0")
+            judged.setdefault(query_row[query_id], {})[doc_row[doc_id]] = relevance
+    return judged
+
+
+def load_per_item(path: str | Path) -> dict[str, np.ndarray]:
+    """Per-item scores written by the evaluate step (flat keys ``<role>/<set>/<field>``)."""
+    def read(path: Path) -> dict[str, np.ndarray]:
+        with np.load(path) as data:
+            return {key: data[key] for key in data.files}
+
+    return read_artifact(path, read, "evaluate")

@@ -35,10 +35,10 @@ from sentence_transformers.sentence_transformer.modules import StaticEmbedding
 from sklearn.decomposition import PCA
 from tqdm.auto import tqdm
 
-from distill.config import StaticStudentConfig
+from distill.atomic import atomic_dir
+from distill.config.schema import StaticStudentConfig
 from distill.encoding import KEY_LIBRARIES
 from distill.errors import DataError
-from distill.io import atomic_dir
 from distill.models import fingerprint
 
 log = logging.getLogger(__name__)

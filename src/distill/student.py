@@ -11,12 +11,12 @@ import torch
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.models import Dense, Normalize
 
-from distill.config import Params
+from distill.config.schema import Params
 from distill.errors import ModelLoadError
 from distill.models import load_model, prune_layers
-from distill.positions import native_length
 from distill.prompts import set_student_prompts
 from distill.static import load_static_student
+from distill.training.positions import native_length
 
 DISTILLATION_FILE = "distillation.json"
 PCA_FILE = "target_pca.npz"

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 
+_WHITESPACE = re.compile(r"\s+")
 _SENTENCE_END = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][\"')\]]))\s+(?=[\"'(\[]?[A-Z0-9])")
 
 
@@ -28,3 +30,13 @@ def split_passages(text: str, passage_chars: int) -> list[str]:
     if current:
         passages.append(current)
     return passages
+
+
+def collapse_whitespace(text: str) -> str:
+    """Every run of whitespace as one space, ends stripped."""
+    return _WHITESPACE.sub(" ", text).strip()
+
+def match_key(text: str) -> str:
+    """The form texts are compared in for decontamination: Unicode NFKC, casefolded, whitespace
+    collapsed, so "Café  au lait" and "CAFÉ au lait" are one text."""
+    return collapse_whitespace(unicodedata.normalize("NFKC", text).casefold())

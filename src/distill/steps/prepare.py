@@ -11,148 +11,38 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import random
-import re
-import unicodedata
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from distill.config import (
-    BbcSource,
+from distill.atomic import atomic_dir, write_json
+from distill.config.corpus import (
     CorpusConfig,
     FileQueries,
-    FileSource,
-    FolderSource,
     HubQueries,
-    HubSource,
     InverseClozeQueries,
-    LongDocumentsConfig,
-    Params,
-    StsbSource,
     TitleQueries,
 )
+from distill.config.schema import Params
 from distill.errors import DataError
-from distill.evaluation import file_evaluators
-from distill.io import atomic_dir, write_json
-from distill.longdocs import TokenCounter, embed, filler_sentences
+from distill.evaluation.registry import file_evaluators
+from distill.longdocs import build_long_documents
 from distill.readers import (
     CORPUS_FILE,
     LONG_DOCUMENTS_FILE,
     QUERIES_FILE,
     SUMMARY_FILE,
-    bbc_articles,
     column_values,
     corpus_sha256,
     load_table,
-    read_stsb_pairs,
     read_utf8,
 )
 from distill.sampling import seeded_fraction
+from distill.sources import Record, hub_column, read_source
 from distill.student import base_student
-from distill.text import split_passages, split_sentences
+from distill.text import collapse_whitespace, match_key, split_sentences
 
 log = logging.getLogger(__name__)
-
-_WHITESPACE = re.compile(r"\s+")
-
-
-@dataclass(frozen=True)
-class Record:
-    text: str
-    doc_id: str
-    source: str
-    label: str | None = None
-    title: str | None = None  # the document's title (BBC headline), never a training text itself
-    train_only: bool = False  # from a corpus.sources entry with train_only
-    origin: int = 0  # the index of its corpus.sources entry
-
-
-def _units(text: str, unit: str, passage_chars: int) -> list[str]:
-    if unit == "sentence":
-        return split_sentences(text)
-    if unit == "passage":
-        return split_passages(text, passage_chars)
-    return [text]
-
-
-# -- reading sources ---------------------------------------------------------------------------
-def read_bbc(source: BbcSource, passage_chars: int) -> Iterator[Record]:
-    for article in bbc_articles(source.max_documents):
-        for text in _units(article.body, source.unit, passage_chars)[: source.max_units_per_document]:
-            yield Record(text, article.doc_id, "bbc", article.topic, article.title or None)
-
-
-def read_file(source: FileSource, passage_chars: int) -> Iterator[Record]:
-    path = Path(source.path)
-    if not path.is_file():
-        raise DataError(f"corpus source file {path} does not exist")
-    if path.suffix.lower() == ".txt":
-        for row, line in enumerate(read_utf8(path).splitlines()):
-            for text in _units(line, source.unit, passage_chars):
-                yield Record(text, f"{path}#{row}", str(path))
-        return
-    values = load_table(path, source.column)
-    for row, value in column_values(values, source.column, str(path)):
-        for text in _units(value, source.unit, passage_chars):
-            yield Record(text, f"{path}#{row}", str(path))
-
-
-def read_folder(source: FolderSource, passage_chars: int) -> Iterator[Record]:
-    folder = Path(source.path)
-    if not folder.is_dir():
-        raise DataError(f"corpus source folder {folder} does not exist")
-    files = sorted(folder.rglob(source.pattern))
-    if not files:
-        raise DataError(f"corpus source folder {folder} has no files matching {source.pattern!r}")
-    for path in files:
-        for text in _units(read_utf8(path), source.unit, passage_chars):
-            yield Record(text, str(path.relative_to(folder)), str(folder))
-
-
-def hub_column(source: HubSource | HubQueries, limit: int | None = None) -> list:
-    """The values of ``source.column`` (the first ``limit``) of a Hub dataset split."""
-    import datasets
-
-    try:
-        table = datasets.load_dataset(source.name, source.config, split=source.split, revision=source.revision)
-    except Exception as err:  # noqa: BLE001 - datasets raises many types (hub, network, offline, format)
-        first_line = str(err).splitlines()[0] if str(err) else ""
-        raise DataError(
-            f"hub dataset {source.name!r} (config {source.config!r}, split {source.split!r}, revision "
-            f"{source.revision!r}) cannot be loaded: {err.__class__.__name__}: {first_line}. Check the name, config and "
-            "split on the hub; with HF_HUB_OFFLINE=1 (the Makefile's default) only datasets already in the local "
-            "Hugging Face cache load"
-        ) from err
-    if source.column not in table.column_names:
-        raise DataError(f"hub dataset {source.name}: missing column {source.column!r}; it has {table.column_names}")
-    return table[source.column][:limit] if limit else table[source.column]
-
-
-def read_hub(source: HubSource, passage_chars: int) -> Iterator[Record]:
-    for row, value in column_values(hub_column(source), source.column, f"hub dataset {source.name}"):
-        for text in _units(value, source.unit, passage_chars):
-            yield Record(text, f"{source.name}#{row}", source.name)
-
-
-def read_stsb(source: StsbSource) -> Iterator[Record]:
-    for index, (first, second, _) in enumerate(read_stsb_pairs(Path(source.path))):
-        for text in (first, second):
-            yield Record(text, f"stsb#{index}", "stsb")
-
-
-def read_source(source, passage_chars: int) -> Iterator[Record]:
-    if isinstance(source, BbcSource):
-        return read_bbc(source, passage_chars)
-    if isinstance(source, FileSource):
-        return read_file(source, passage_chars)
-    if isinstance(source, FolderSource):
-        return read_folder(source, passage_chars)
-    if isinstance(source, HubSource):
-        return read_hub(source, passage_chars)
-    return read_stsb(source)
 
 
 # -- cleaning and splitting --------------------------------------------------------------------
@@ -161,7 +51,7 @@ def clean(records: list[Record], config: CorpusConfig) -> list[Record]:
     seen: set[str] = set()
     out = []
     for record in records:
-        text = _WHITESPACE.sub(" ", record.text).strip()
+        text = collapse_whitespace(record.text)
         if len(text) < config.min_chars:
             continue
         text = text[: config.max_chars]
@@ -171,11 +61,6 @@ def clean(records: list[Record], config: CorpusConfig) -> list[Record]:
         out.append(dataclasses.replace(record, text=text))
     return out
 
-
-def match_key(text: str) -> str:
-    """The form texts are compared in for decontamination: Unicode NFKC, casefolded, whitespace
-    collapsed, so "Café  au lait" and "CAFÉ au lait" are one text."""
-    return _WHITESPACE.sub(" ", unicodedata.normalize("NFKC", text).casefold()).strip()
 
 
 def decontaminate(records: list[Record], excluded: set[str]) -> tuple[list[Record], int]:
@@ -276,7 +161,8 @@ def _user_queries(source: FileQueries | HubQueries) -> list[dict]:
     return queries
 
 
-def build_queries(corpus: pd.DataFrame, config: CorpusConfig, seed: int, excluded: set[str] = frozenset()) -> tuple[pd.DataFrame, int]:
+def build_queries(corpus: pd.DataFrame, config: CorpusConfig, seed: int,
+                  excluded: set[str] = frozenset()) -> tuple[pd.DataFrame, int]:
     """Training queries from ``config.queries``, from training documents only (held-out titles are
     evaluation queries); whitespace-normalised, deduplicated, and dropped (with their count) when the
     query or its positive matches an evaluation text. Columns: ``query, kind, doc_id, positive``."""
@@ -292,7 +178,7 @@ def build_queries(corpus: pd.DataFrame, config: CorpusConfig, seed: int, exclude
     seen: set[str] = set()
     kept, dropped = [], 0
     for row in rows:
-        row["query"] = _WHITESPACE.sub(" ", str(row["query"])).strip()
+        row["query"] = collapse_whitespace(str(row["query"]))
         if len(row["query"].split()) < 2 or row["query"] in seen:
             continue  # a one-word "query" ranks nothing; duplicates would weigh twice
         if match_key(row["query"]) in excluded or (row["positive"] and match_key(row["positive"]) in excluded):
@@ -301,35 +187,6 @@ def build_queries(corpus: pd.DataFrame, config: CorpusConfig, seed: int, exclude
         seen.add(row["query"])
         kept.append(row)
     return pd.DataFrame(kept, columns=QUERY_COLUMNS), dropped
-
-
-LONG_COLUMNS = ["query", "text", "doc_id", "tokens"]
-
-
-def build_long_documents(corpus: pd.DataFrame, config: LongDocumentsConfig, tokenizer, seed: int,
-                         excluded: set[str] = frozenset()) -> pd.DataFrame:
-    """``config.documents`` long documents from whole *training* BBC articles: each article at a random
-    position among sentences of other training articles, ``min_tokens``..``max_tokens`` student tokens,
-    with its headline as the query. Articles holding an evaluation text are left out."""
-    train_ids = set(corpus.loc[(corpus["split"] == "train") & (corpus["source"] == "bbc"), "doc_id"].astype(str))
-    articles = [a for a in bbc_articles() if a.doc_id in train_ids and a.title
-                and not any(match_key(s) in excluded for s in split_sentences(a.body))]
-    if len(articles) < 2:
-        raise DataError(f"corpus.long_documents needs at least 2 training BBC articles with headlines, found "
-                        f"{len(articles)}: add a bbc source to corpus.sources")
-    count = TokenCounter(tokenizer)
-    rng = random.Random(f"{seed}/long_documents")
-    sentences = [(s, i) for i, a in enumerate(articles) for s in filler_sentences([a.body])]
-    order = rng.sample(range(len(articles)), len(articles))
-    rows = []
-    for n in range(config.documents):
-        index = order[n % len(articles)]
-        article = articles[index]
-        filler = [s for s, owner in sentences if owner != index]
-        length = rng.randint(config.min_tokens, config.max_tokens)
-        text, tokens = embed(_WHITESPACE.sub(" ", article.body).strip(), filler, length, count, rng)
-        rows.append({"query": article.title, "text": text, "doc_id": article.doc_id, "tokens": tokens})
-    return pd.DataFrame(rows, columns=LONG_COLUMNS)
 
 
 def run(params: Params) -> Path:

@@ -1,6 +1,6 @@
 """Step 5, register: track the run in MLflow, log the student, and gate the ``champion`` alias.
 
-The gate (:func:`distill.gate.decide`) promotes the new version only when its primary metric beats
+The gate (:func:`distill.evaluation.gate.decide`) promotes the new version only when its primary metric beats
 both the undistilled student of the same run and the current champion beyond noise (paired bootstrap
 on the same evaluation spec) and every ``register.min_metrics`` floor is met. A champion scored on
 another evaluation spec is loaded from the registry and re-evaluated on this one. Otherwise the
@@ -25,26 +25,20 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
-from distill.config import Params, ParamsError, export_role
+from distill.atomic import write_json
+from distill.config.base import ParamsError
+from distill.config.schema import Params, export_role
 from distill.encoding import Encoder
 from distill.errors import DataError, ProvenanceError
-from distill.evaluation import (
-    PER_ITEM_FILE,
-    Items,
-    load_evaluators,
-    load_per_item,
-    primary_sets,
-    role_items,
-    score_model,
-    set_items,
-)
-from distill.gate import Interval, decide, paired_bootstrap
-from distill.io import write_json
-from distill.lineage import lineage_tags
+from distill.evaluation.base import Items, set_items
+from distill.evaluation.gate import Interval, decide, paired_bootstrap
+from distill.evaluation.items import primary_sets, role_items
+from distill.evaluation.registry import load_evaluators, score_model
 from distill.models import fingerprint, load_model
-from distill.readers import load_corpus, load_exports_manifest, read_json_artifact
+from distill.readers import PER_ITEM_FILE, load_corpus, load_exports_manifest, load_per_item, read_json_artifact
+from distill.services.dvc_experiments import lineage_tags
+from distill.services.tracking import log_outputs, pipeline_run
 from distill.student import describe
-from distill.tracking import log_outputs, pipeline_run
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +88,8 @@ def description(params: Params, metrics: dict, alias: str, reason: str) -> str:
     for fmt in params.export.formats:
         role = export_role(fmt)
         lines.append(f"Export `{fmt}` (artifact `exports/{fmt}`, load with SentenceTransformer(path, trust_remote_code=True)): "
-                     f"{primary} {metrics[f'{role}/{primary}']:.2f}, vs fp32 student {metrics[f'{role}/vs_student/difference']:+.2f} "
+                     f"{primary} {metrics[f'{role}/{primary}']:.2f}, "
+                     f"vs fp32 student {metrics[f'{role}/vs_student/difference']:+.2f} "
                      f"[{metrics[f'{role}/vs_student/low']:+.2f}, {metrics[f'{role}/vs_student/high']:+.2f}], "
                      f"{metrics[f'{role}/speedup']:.1f}x the teacher's texts/s, {metrics[f'{role}/size_mb']:.0f} MB.")
     return "\n\n".join(lines)

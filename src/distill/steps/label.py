@@ -3,12 +3,12 @@ scores for every training query.
 
 Embeddings go through the label cache: only texts missing from it are encoded, so a rerun after a
 crash or with more text pays only for what is new. With ``cluster`` set, the missing texts are
-encoded by Dask workers into the same cache first (:mod:`distill.cluster`); what is left, if any,
+encoded by Dask workers into the same cache first (:mod:`distill.labelling.dask_label`); what is left, if any,
 is encoded here. Corpus texts are ``corpus.text_type`` texts,
 queries ``query`` texts (each with the teacher's prompt for its type, e.g. an instruction for an
 LLM embedder). Then each training query gets a positive and hard negatives from the teacher's
-ranking of the training passages (:mod:`distill.mining`), scored by ``mining.scorer``: the teacher's
-cosines, or a reranker whose scores are cached too (:mod:`distill.scoring`).
+ranking of the training passages (:mod:`distill.labelling.mining`), scored by ``mining.scorer``: the teacher's
+cosines, or a reranker whose scores are cached too (:mod:`distill.labelling.scoring`).
 
 With ``corpus.long_documents``, the long training documents (chunk-pooled with ``teacher.chunking``:
 their windows are cached) and their queries are labelled too. With ``student.init: static``, the
@@ -26,13 +26,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from distill.cluster import dask_client, label_on_client, missing_slices
-from distill.config import BiEncoderScorer, Params
+from distill.atomic import atomic_dir, write_json
+from distill.config.schema import BiEncoderScorer, Params
 from distill.encoding import Encoder, teacher_encoder
-from distill.io import atomic_dir, write_json
-from distill.mining import CANDIDATE_COLUMNS, mine_candidates
+from distill.labelling.dask_label import dask_client, label_on_client, missing_slices
+from distill.labelling.mining import CANDIDATE_COLUMNS, mine_candidates
+from distill.labelling.scoring import cached_scores, load_reranker
 from distill.readers import CANDIDATES_FILE, SUMMARY_FILE, load_corpus, load_long_documents, load_queries
-from distill.scoring import cached_scores, load_reranker
 from distill.static import ensure_static_student
 
 log = logging.getLogger(__name__)

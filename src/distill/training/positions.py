@@ -28,7 +28,7 @@ import torch
 from sentence_transformers import SentenceTransformer
 from torch import nn
 
-from distill.config import PositionExtension
+from distill.config.schema import PositionExtension
 from distill.errors import DataError
 
 log = logging.getLogger(__name__)

@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from distill.cache import EmbeddingCache
-from distill.config import CausalLMScorer, CrossEncoderScorer
+from distill.config.schema import CausalLMScorer, CrossEncoderScorer
 from distill.encoding import KEY_LIBRARIES
 from distill.errors import ModelLoadError
-from distill.models import fingerprint, resolve_model, torch_dtype
+from distill.labelling.cache import EmbeddingCache
+from distill.models import default_device, fingerprint, resolve_model, torch_dtype
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ class CrossEncoderReranker:
 
         try:
             self.model = CrossEncoder(resolve_model(config.model), revision=config.revision,
-                                      max_length=config.max_length, device=_device())
+                                      max_length=config.max_length, device=default_device())
         except (OSError, ValueError) as err:
             raise ModelLoadError(f"mining.scorer.model: cannot load cross-encoder {config.model!r}: {err}") from err
         self.config = config
@@ -68,7 +68,7 @@ class CausalLMReranker:
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(name, revision=config.revision)
             self.model = AutoModelForCausalLM.from_pretrained(name, revision=config.revision,
-                                                              dtype=torch_dtype(config.dtype)).to(_device()).eval()
+                                                              dtype=torch_dtype(config.dtype)).to(default_device()).eval()
         except (OSError, ValueError) as err:
             raise ModelLoadError(f"mining.scorer.model: cannot load causal LM {config.model!r}: {err}") from err
         self.tokenizer.padding_side = "left"
@@ -98,10 +98,6 @@ class CausalLMReranker:
             out.append((logits[:, 0] - logits[:, 1]).cpu().numpy())  # = log p(yes) − log p(no)
             on_batch(len(batch))
         return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
-
-
-def _device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def load_reranker(config: CrossEncoderScorer | CausalLMScorer) -> CrossEncoderReranker | CausalLMReranker:

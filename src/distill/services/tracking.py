@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
 import pandas as pd
+from mlflow.entities import Metric
+from mlflow.tracking import MlflowClient
 
-from distill.config import Params, flatten
-from distill.evaluation import PER_ITEM_FILE
-from distill.lineage import git_commit
+from distill.config.loader import flatten
+from distill.config.schema import Params
+from distill.readers import PER_ITEM_FILE
+from distill.services.dvc_experiments import git_commit
 
 _METRIC_UNSAFE = re.compile(r"[^\w\-. /:]")
 
@@ -65,17 +69,22 @@ def pipeline_run(params: Params, run_name: str | None = None, tags: dict[str, st
         yield run.info.run_id
 
 
+# MLflow's limit on the metrics of one log_batch request.
+MAX_METRICS_PER_BATCH = 1000
+
+
 def log_outputs(params: Params, metrics: dict[str, float | str]) -> None:
     """Training curves as step metrics, the evaluation table as metrics (its strings, such as the
     evaluation spec and student fingerprint, as tags), report, per-item scores, plots and the exported
     students as artifacts."""
     training = Path(params.paths.plots) / "training"
-    for file_name, column in (("train_loss.csv", "loss"), ("eval_loss.csv", "eval_loss")):
-        path = training / file_name
-        if path.is_file():
-            curve = pd.read_csv(path)
-            for step, value in zip(curve["step"], curve[column]):
-                mlflow.log_metric(f"train/{column}", float(value), step=int(step))
+    now = int(time.time() * 1000)
+    points = [Metric(f"train/{column}", float(value), now, int(step))
+              for file_name, column in (("train_loss.csv", "loss"), ("eval_loss.csv", "eval_loss"))
+              if (training / file_name).is_file()
+              for step, value in pd.read_csv(training / file_name)[["step", column]].itertuples(index=False)]
+    for start in range(0, len(points), MAX_METRICS_PER_BATCH):  # one request per batch, not per point
+        MlflowClient().log_batch(mlflow.active_run().info.run_id, metrics=points[start:start + MAX_METRICS_PER_BATCH])
     mlflow.log_metrics({metric_key(k): float(v) for k, v in metrics.items() if not isinstance(v, str)})
     mlflow.set_tags({k: v for k, v in metrics.items() if isinstance(v, str)})
     for artifact, folder in (

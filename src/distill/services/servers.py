@@ -29,8 +29,10 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from distill.config import deep_merge, load_params, parse_override
-from distill.tracking import artifact_root, tracking_uri
+import psutil
+
+from distill.config.loader import deep_merge, load_params, parse_override
+from distill.services.tracking import artifact_root, tracking_uri
 
 PREFECT_PORT = int(os.environ.get("DISTILL_PREFECT_PORT", "4200"))
 MLFLOW_PORT = int(os.environ.get("DISTILL_MLFLOW_PORT", "5000"))
@@ -61,12 +63,11 @@ def prefect_up() -> bool:
 
 
 def _start_time(pid: int) -> str | None:
-    """The process's start time in clock ticks since boot (/proc/<pid>/stat field 22), or None."""
+    """The process's start time (``psutil``), which tells a recorded pid from a later process reusing it."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        return f"{psutil.Process(pid).create_time():.2f}"
+    except psutil.Error:
         return None
-    return stat.rsplit(")", 1)[1].split()[19]
 
 
 def _recorded_pid(name: str) -> int | None:
@@ -202,7 +203,7 @@ def stop(timeout: float = 30) -> None:
         pid = _recorded_pid(name)
         if pid is not None:
             os.killpg(pid, signal.SIGTERM)
-            _wait(lambda: not _pid_alive(name), f"stopping {name}", name, timeout)
+            _wait(lambda name=name: not _pid_alive(name), f"stopping {name}", name, timeout)
             print(f"stopped {name} (pid {pid})")
         (STATE / f"{name}.pid").unlink(missing_ok=True)
 
@@ -233,5 +234,3 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())

@@ -3,7 +3,7 @@
 The texts the cache lacks are cut into :class:`TextSlice` references (a prepared parquet file, a
 column, row numbers): the scheduler moves row numbers, never texts or embeddings. Each worker
 process loads the teacher once, reuses it for every slice it gets, and writes whole shards into the
-shared cache (:mod:`distill.cache` takes many writers), so the result is the single-process cache:
+shared cache (:mod:`distill.labelling.cache` takes many writers), so the result is the single-process cache:
 the same keys, embeddings equal up to float16 rounding. A worker that dies mid-slice leaves no
 shard for it; Dask reruns the slice on another worker and its rows are written once.
 
@@ -27,7 +27,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from distill.config import ClusterConfig, Params
+from distill.config.schema import ClusterConfig, Params
 from distill.encoding import Encoder, teacher_encoder
 from distill.errors import DataError
 from distill.readers import CORPUS_FILE, QUERIES_FILE
@@ -134,8 +134,7 @@ def dask_client(config: ClusterConfig) -> Iterator:
         with client:
             yield client
         return
-    with LocalCluster(n_workers=config.n_workers, threads_per_worker=config.threads_per_worker, processes=True,
-                      dashboard_address=None) as cluster, Client(cluster) as client:
+    with LocalCluster(**config.local_cluster_kwargs) as cluster, Client(cluster) as client:
         yield client
 
 

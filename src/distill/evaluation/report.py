@@ -4,7 +4,6 @@ plots, all staged first and renamed into place together, so a failure leaves the
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -14,10 +13,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from distill.config import ExportFormat, Params, export_role, is_quality_set  # noqa: E402
-from distill.evaluation import PER_ITEM_FILE  # noqa: E402
-from distill.gate import Interval  # noqa: E402
-from distill.io import atomic_dir, write_json  # noqa: E402
+from distill.atomic import atomic_dir, atomic_files, write_json  # noqa: E402
+from distill.config.eval_sets import is_quality_set  # noqa: E402
+from distill.config.schema import ExportFormat, Params, export_role  # noqa: E402
+from distill.evaluation.gate import Interval  # noqa: E402
+from distill.readers import PER_ITEM_FILE  # noqa: E402
 from distill.student import describe  # noqa: E402
 
 ROLE_LABELS = {"teacher": "teacher", "baseline": "undistilled student", "student": "distilled student"}
@@ -77,15 +77,20 @@ def results_table(params: Params, flat: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def truncated_dims(flat: dict) -> list[int]:
+    """The Matryoshka dimensions the student was scored at (eval.json's ``student_dim<d>/…`` keys), widest first."""
+    return sorted({int(k.split("/")[0].removeprefix("student_dim")) for k in flat if k.startswith("student_dim")},
+                  reverse=True)
+
+
 def variants_table(flat: dict) -> pd.DataFrame:
     """The distilled student served other ways (truncated Matryoshka dims, student queries × teacher
     documents) and BM25 on the retrieval sets; one row each, same metric columns as the main table
     where they exist."""
     rows = []
-    prefixes = sorted({k.split("/")[0] for k in flat if k.startswith("student_dim")},
-                      key=lambda p: -int(p.removeprefix("student_dim")))
-    for prefix in prefixes:
-        row = {"variant": f"distilled, first {prefix.removeprefix('student_dim')} dims"}
+    for dim in truncated_dims(flat):
+        prefix = f"student_dim{dim}"
+        row = {"variant": f"distilled, first {dim} dims"}
         row.update({k.removeprefix(prefix + "/"): v for k, v in flat.items() if k.startswith(prefix + "/")})
         rows.append(row)
     bm25 = {k.removeprefix("bm25/"): v for k, v in flat.items() if k.startswith("bm25/")}
@@ -111,15 +116,8 @@ def variants_section(flat: dict) -> str:
 
 
 def markdown_table(frame: pd.DataFrame) -> str:
-    def cell(value: object) -> str:
-        if value is None or (isinstance(value, float) and pd.isna(value)):
-            return "—"
-        return f"{value:.2f}" if isinstance(value, float) else str(value)
-
-    header = "| " + " | ".join(frame.columns) + " |"
-    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
-    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join([header, rule, *body])
+    """``frame`` as a Markdown table (tabulate's pipe format): scores to 2 decimals, "—" where missing."""
+    return frame.astype(object).where(frame.notna(), None).to_markdown(index=False, floatfmt=".2f", missingval="—")
 
 
 def speed_quality_plot(speed: pd.DataFrame, path: Path) -> None:
@@ -234,7 +232,8 @@ def write_outputs(
         for role, label in role_labels(flat).items()
     ])
     # Everything is rendered into staging first; only then do the outputs replace the old ones.
-    with atomic_dir(plots_dir) as staging:
+    per_item_file, report_file = metrics_dir / PER_ITEM_FILE, reports_dir / "report.md"
+    with atomic_dir(plots_dir) as staging, atomic_files(per_item_file, report_file) as (per_item, report):
         speed.to_csv(staging / "speed_quality.csv", index=False)
         fidelity_pairs.to_csv(staging / "fidelity.csv", index=False)
         speed_quality_plot(speed, staging / "speed_quality.png")
@@ -242,22 +241,6 @@ def write_outputs(
         training = Path(params.paths.plots) / "training"
         training_plot(training / "train_loss.csv", training / "eval_loss.csv", staging / "training_loss.png")
         images = Path(os.path.relpath(plots_dir, reports_dir)).as_posix()
-        report = report_text(params, flat, versus_baseline, images)
-        staged_files: dict[Path, str] = {}
-        for target, write in (
-            (metrics_dir / PER_ITEM_FILE, lambda handle: np.savez(handle, **items)),
-            (reports_dir / "report.md", lambda handle: handle.write(report.encode("utf-8"))),
-        ):
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.tmp-", dir=target.parent)
-            staged_files[target] = tmp
-            try:
-                with os.fdopen(fd, "wb") as handle:
-                    write(handle)
-            except BaseException:
-                for leftover in staged_files.values():
-                    Path(leftover).unlink(missing_ok=True)
-                raise
-    for target, tmp in staged_files.items():
-        os.replace(tmp, target)
+        np.savez(per_item, **items)
+        report.write(report_text(params, flat, versus_baseline, images).encode("utf-8"))
     write_json(metrics_dir / "eval.json", flat)  # last: its presence means the set is complete

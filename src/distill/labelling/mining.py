@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from distill.config import MiningConfig
+from distill.config.schema import MiningConfig
 
 CANDIDATE_COLUMNS = ["query", "kind", "candidates", "scores"]
 

@@ -7,7 +7,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -38,18 +38,32 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
 
 
 @contextmanager
+def atomic_files(*targets: str | Path, mode: str = "wb") -> Iterator[list[Any]]:
+    """Open a temp file beside each of ``targets`` for writing; rename them all over their targets when
+    the block succeeds, and none of them when it fails (a set of outputs that belong together)."""
+    staged: list[tuple[str, Path]] = []
+    try:
+        with ExitStack() as stack:
+            handles = []
+            for target in map(Path, targets):
+                target.parent.mkdir(parents=True, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.tmp-", dir=target.parent)
+                staged.append((tmp, target))
+                handles.append(stack.enter_context(os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"}))))
+            yield handles
+        for tmp, target in staged:
+            os.replace(tmp, target)
+    finally:
+        for tmp, _ in staged:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+
+@contextmanager
 def atomic_file(target: str | Path, mode: str = "w") -> Iterator[Any]:
     """Open a temp file beside ``target`` for writing; rename it over ``target`` on success."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.tmp-", dir=target.parent)
-    try:
-        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as handle:
-            yield handle
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_files(target, mode=mode) as (handle,):
+        yield handle
 
 
 def write_json(target: str | Path, data: Any) -> None:

@@ -39,8 +39,8 @@ import psutil
 from filelock import FileLock
 from tqdm.auto import tqdm
 
+from distill.atomic import atomic_file, write_json
 from distill.errors import DataError
-from distill.io import atomic_file, write_json
 
 log = logging.getLogger(__name__)
 

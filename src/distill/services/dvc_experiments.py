@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-import io
-import json
 import logging
 import os
 import platform
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -26,10 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from ruamel.yaml import YAML
 
-from distill.config import load_params, read_params_file
-from distill.lock import HOLDER_ENV
+from distill.config.loader import dotted_leaves, load_params, read_params_file
+from distill.services.lock import HOLDER_ENV
 
 log = logging.getLogger(__name__)
 
@@ -87,54 +85,68 @@ def repro_stage(stage: str, root: Path, env: dict[str, str], force: bool = False
 
 def override_leaves(*partials: dict[str, Any]) -> dict[str, Any]:
     """Partial params mappings, in the order they apply, as ``{dotted key: value}`` at the leaves: a
-    mapping merges key by key, as :func:`distill.config.load_params` merges it, and a list replaces."""
-    leaves: dict[str, Any] = {}
+    mapping merges key by key, as :func:`distill.config.loader.load_params` merges it, and a list replaces."""
+    return {key: value for partial in partials for key, value in dotted_leaves(partial).items()}
 
-    def walk(prefix: str, value: Any) -> None:
-        if isinstance(value, dict):  # an empty mapping merges nothing
-            for key, item in value.items():
-                walk(f"{prefix}.{key}" if prefix else str(key), item)
-        else:
-            leaves[prefix] = value
 
-    for partial in partials:
-        walk("", partial)
-    return leaves
+def hydra_override(key: str, value: Any) -> str:
+    """One ``--set-param`` of ``dvc exp run``: ``++key=value`` in Hydra's override grammar (``++`` sets a key
+    whether or not ``params.yaml`` has it). Strings are quoted, mappings and lists spelt out, so a value
+    reads back as the same type (JSON would not do: Hydra's mappings take bare keys)."""
+
+    def render(item: Any) -> str:
+        if item is None:
+            return "null"
+        if isinstance(item, bool):
+            return "true" if item else "false"
+        if isinstance(item, int | float):
+            return repr(item)
+        if isinstance(item, str):
+            # Hydra unescapes backslashes only before a quote: double those, escape the quotes.
+            escaped = re.sub(r"(\\*)('|$)", lambda m: m[1] * 2 + ("\\'" if m[2] else ""), item)
+            return f"'{escaped}'"
+        if isinstance(item, list | tuple):
+            return "[" + ",".join(render(v) for v in item) + "]"
+        if isinstance(item, dict):
+            return "{" + ",".join(f"{k}:{render(v)}" for k, v in item.items()) + "}"
+        raise TypeError(f"{key}: cannot pass a {type(item).__name__} to dvc exp run --set-param")
+
+    return f"++{key}={render(value)}"
 
 
 @contextmanager
 def params_applied(root: Path, leaves: dict[str, Any]) -> Iterator[None]:
-    """``params.yaml`` holds the overrides while the block runs (as ``dvc exp run --set-param`` does,
-    comments kept) and exactly the user's bytes again afterwards, whatever happens."""
+    """``params.yaml`` holds the overrides while the block runs, written by DVC's own ``--set-param``
+    code (``dvc.utils.hydra.apply_overrides``, comments kept), and exactly the user's bytes again
+    afterwards, whatever happens.
+
+    Why not ``dvc exp run --set-param`` itself: the flow runs each stage as its own Prefect task
+    (``dvc repro --single-item``), so its state shows per step in the Prefect UI; ``dvc exp run`` runs
+    the whole pipeline in one command. The flow then saves the run with ``dvc exp save``."""
+    from dvc.utils.hydra import apply_overrides
+
     path = root / PARAMS_FILE
     if not leaves:
         yield
         return
     original = path.read_bytes()
-    round_trip = YAML()
-    round_trip.preserve_quotes = True
-    document = round_trip.load(original.decode("utf-8")) or {}
-    for key, value in leaves.items():
-        node = document
-        *parents, last = key.split(".")
-        for part in parents:
-            if not isinstance(node.get(part), dict):
-                node[part] = {}
-            node = node[part]
-        node[last] = value
-    buffer = io.StringIO()
-    round_trip.dump(document, buffer)
     try:
-        path.write_text(buffer.getvalue())
+        apply_overrides(path, [hydra_override(key, value) for key, value in leaves.items()])
         yield
     finally:
         path.write_bytes(original)
 
 
 def stage_outputs(root: Path) -> list[str]:
-    """Every output ``dvc.yaml``'s stages name: outs, metrics and plots files."""
+    """Every output ``dvc.yaml``'s stages name (outs, metrics and plots files), its ``${paths.*}``
+    resolved against ``params.yaml`` as DVC resolves them."""
     stages = (yaml.safe_load((root / "dvc.yaml").read_text()) or {}).get("stages", {})
-    return [out if isinstance(out, str) else next(iter(out))
+    values = dotted_leaves(read_params_file(root / PARAMS_FILE)) if (root / PARAMS_FILE).is_file() else {}
+
+    def resolved(out: str) -> str:
+        return re.sub(r"\$\{\s*([\w.]+)\s*\}", lambda m: str(values[m.group(1)]), out)
+
+    return [resolved(out if isinstance(out, str) else next(iter(out)))
             for stage in stages.values() for out in [*stage.get("outs", []), *stage.get("metrics", []),
                                                      *stage.get("plots", [])]]
 
@@ -193,13 +205,13 @@ def _keep_run_outputs(root: Path, run_lock: bytes | None, outputs: list[str], er
 def experiment_run(root: Path, files: list[Path], name: str | None = None) -> str:
     """``dvc exp run --set-param key=value ...``: the pipeline as a DVC experiment of ``params.yaml`` with
     every leaf of ``files`` (params files, layered in order) set, so ``dvc repro`` runs a recipe kept in
-    a file (``params/full.yaml``) through DVC's own experiment mechanism. Values go as JSON, which DVC
-    reads as YAML. As after any ``dvc exp run``, the workspace holds the experiment afterwards."""
+    a file (``params/full.yaml``) through DVC's own experiment mechanism (values as :func:`hydra_override`
+    spells them). As after any ``dvc exp run``, the workspace holds the experiment afterwards."""
     load_params([root / PARAMS_FILE, *files])  # refuse bad keys before DVC starts a stage
     leaves = override_leaves(*(read_params_file(f) for f in files))
     args = ["exp", "run", *(["--name", name] if name else [])]
     for key, value in leaves.items():
-        args.append(f"--set-param={key}={json.dumps(value)}")
+        args.append(f"--set-param={hydra_override(key, value)}")
     return _dvc(args, root, stream=True)
 
 

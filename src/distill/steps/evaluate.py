@@ -4,7 +4,8 @@
 Every model is scored by the same evaluators (:mod:`distill.evaluation`) on the same texts, and
 encodes the same seeded sample of held-out texts with the same batch size and threads, in
 alternating repeats, for throughput. The distilled student is compared with the undistilled one by a
-paired bootstrap interval on the primary metric, and each export with the fp32 student. Outputs, written together: ``<paths.metrics>/eval.json``
+paired bootstrap interval on the primary metric, and each export with the fp32 student. Outputs, written
+together: ``<paths.metrics>/eval.json``
 (flat keys), ``<paths.metrics>/per_item.npz`` (the per-item scores behind each primary metric, for
 the registry gate), ``<paths.reports>/report.md`` and the evaluation plots.
 Every model's embeddings of evaluation texts go through the cache under ``paths.eval_cache``, so
@@ -21,24 +22,20 @@ import numpy as np
 import pandas as pd
 import torch
 
-from distill import metrics
-from distill.config import Params, export_role, is_quality_set
+from distill.config.eval_sets import is_quality_set
+from distill.config.schema import Params, export_role
 from distill.encoding import Encoder, TruncatedEncoder, measure_throughput, teacher_encoder
 from distill.errors import DataError, ProvenanceError
-from distill.evaluation import (
-    Evaluator,
-    RetrievalEvaluator,
-    eval_spec,
-    load_evaluators,
-    primary_sets,
-    role_items,
-    score_model,
-)
-from distill.gate import Interval, paired_bootstrap
+from distill.evaluation import metrics
+from distill.evaluation.base import Evaluator
+from distill.evaluation.gate import Interval, paired_bootstrap
+from distill.evaluation.items import primary_sets, role_items
+from distill.evaluation.registry import eval_spec, load_evaluators, score_model
+from distill.evaluation.report import write_outputs
+from distill.evaluation.retrieval import RetrievalEvaluator
 from distill.models import load_model, model_info
 from distill.readers import load_corpus, load_corpus_summary, load_exports_manifest
 from distill.runtimes import load_exported
-from distill.report import write_outputs
 from distill.sampling import throughput_texts
 from distill.student import base_student, load_distillation_info, shares_teacher_space, teacher_to_student_space
 

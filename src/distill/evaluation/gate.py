@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from distill.config import RegisterConfig
+from distill.config.schema import RegisterConfig
 
 Items = dict[str, np.ndarray]
 # One entry per set behind the primary metric: (set name, primary_on(items, index) → value).

@@ -12,9 +12,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from distill.config import Params
+from distill.atomic import atomic_dir, write_json
+from distill.config.schema import Params
 from distill.errors import DataError
-from distill.io import atomic_dir, write_json
 from distill.models import fingerprint, load_model
 from distill.prompts import prompt_for
 from distill.readers import EXPORTS_MANIFEST, load_corpus

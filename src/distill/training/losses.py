@@ -18,9 +18,10 @@ from sentence_transformers.util import all_gather, all_gather_with_grad, batch_t
 from torch import Tensor, nn
 
 
-class _JasperLoss(nn.Module):
-    """Shared by the Jasper/Stella losses below: one student pass per text column, then
-    ``compute_loss_from_embeddings`` (which :class:`WeightedSumLoss` also calls directly)."""
+class _EmbeddingsLoss(nn.Module):
+    """Shared by the losses below: one student pass per text column, then
+    ``compute_loss_from_embeddings`` (which :class:`WeightedSumLoss` also calls directly). Each loss
+    cites its own paper."""
 
     def __init__(self, model: SentenceTransformer) -> None:
         super().__init__()
@@ -32,12 +33,8 @@ class _JasperLoss(nn.Module):
     def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor) -> Tensor:
         return self.compute_loss_from_embeddings([self.model(f)["sentence_embedding"] for f in sentence_features], labels)
 
-    @property
-    def citation(self) -> str:
-        return "https://arxiv.org/abs/2412.19048"
 
-
-class InBatchSimilarityLoss(_JasperLoss):
+class InBatchSimilarityLoss(_EmbeddingsLoss):
     """MSE between the student's and the teacher's in-batch cosine-similarity matrices.
 
     The student matches how the teacher relates the texts of a batch to each other rather than
@@ -52,6 +49,10 @@ class InBatchSimilarityLoss(_JasperLoss):
     are gathered from every rank first (the student's with gradients), so the matrices span the global
     batch and N processes of batch B train like one process of batch N x B.
     """
+
+    @property
+    def citation(self) -> str:
+        return "https://arxiv.org/abs/2412.19048"
 
     def __init__(self, model: SentenceTransformer, gather_across_devices: bool = False) -> None:
         super().__init__(model)
@@ -70,7 +71,7 @@ class InBatchSimilarityLoss(_JasperLoss):
 
 
 
-class QueryDocumentSimilarityLoss(_JasperLoss):
+class QueryDocumentSimilarityLoss(_EmbeddingsLoss):
     """MSE between the student's and the teacher's in-batch query × document and document × document
     cosine matrices: :class:`InBatchSimilarityLoss` across two columns, for long documents whose
     teacher embeddings are chunk-pooled. The student keeps its own space (no projection), and learns
@@ -94,6 +95,10 @@ class QueryDocumentSimilarityLoss(_JasperLoss):
     one. Student outputs ``(batch, student_dim)``; the loss compares ``(batch + bank, batch)`` and
     ``(batch, batch)`` matrices.
     """
+
+    @property
+    def citation(self) -> str:
+        return "https://arxiv.org/abs/2404.12096"
 
     def __init__(self, model: SentenceTransformer, query_bank: tuple[list[str], Tensor] | None = None,
                  own_weight: float = 0.0) -> None:
@@ -129,7 +134,7 @@ class QueryDocumentSimilarityLoss(_JasperLoss):
         return loss
 
 
-class RelativeSimilarityLoss(_JasperLoss):
+class RelativeSimilarityLoss(_EmbeddingsLoss):
     """Pairwise rank term: wherever the teacher scores candidate ``i`` above ``j`` for a query, the
     student's cosine for ``i`` should beat ``j``'s by ``margin`` (hinge). The relative similarity
     distillation loss of Jasper and Stella (https://arxiv.org/abs/2412.19048), over mined candidates.
@@ -137,6 +142,10 @@ class RelativeSimilarityLoss(_JasperLoss):
     Inputs: embeddings ``[query, candidate_1, …, candidate_n]`` each ``(batch, dim)``; labels the
     teacher scores ``(batch, n)``.
     """
+
+    @property
+    def citation(self) -> str:
+        return "https://arxiv.org/abs/2412.19048"
 
     def __init__(self, model: SentenceTransformer, margin: float = 0.015) -> None:
         super().__init__(model)
