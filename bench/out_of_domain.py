@@ -20,6 +20,7 @@ from pathlib import Path
 
 from distill.config.eval_sets import is_quality_set
 from distill.config.loader import load_params, read_params_file
+from distill.evaluation.gate import interval_text
 from distill.pipeline import run_step
 from distill.services.dvc_experiments import provenance
 
@@ -56,8 +57,8 @@ def main() -> int:
         key = f"{spec.name}/{spec.primary_metric}"
         low = flat[f"student/vs_baseline/{spec.name}/low"]
         print(f"| {spec.name} | {spec.primary_metric} | {flat[f'teacher/{key}']:.2f} | {flat[f'baseline/{key}']:.2f} "
-              f"| {flat[f'student/{key}']:.2f} | {flat[f'student/vs_baseline/{spec.name}/difference']:+.2f} "
-              f"[{low:+.2f}, {flat[f'student/vs_baseline/{spec.name}/high']:+.2f}] | {'yes' if low >= NO_HARM else 'no'} |")
+              f"| {flat[f'student/{key}']:.2f} | {interval_text(flat, f'student/vs_baseline/{spec.name}')} "
+              f"| {'yes' if low >= NO_HARM else 'no'} |")
     return 0
 
 

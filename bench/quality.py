@@ -21,6 +21,7 @@ from pathlib import Path
 
 from distill.config.loader import load_params
 from distill.config.schema import export_role
+from distill.evaluation.gate import interval_text
 from distill.evaluation.report import truncated_dims
 from distill.pipeline import run_step
 from distill.services.dvc_experiments import provenance
@@ -71,11 +72,9 @@ def main() -> int:
                      f"mean nDCG@10 {100 * s['ndcg'] / teacher['ndcg']:.2f}%")
     lines.append(
         f"distilled - undistilled, {params.registry.primary_metric} over STS-B test + MS MARCO + DBpedia "
-        f"(paired bootstrap, {params.registry.bootstrap_resamples} resamples): {m['student/vs_baseline/difference']:+.2f} "
-        f"[{m['student/vs_baseline/low']:+.2f}, {m['student/vs_baseline/high']:+.2f}]")
+        f"(paired bootstrap, {params.registry.bootstrap_resamples} resamples): {interval_text(m, 'student/vs_baseline')}")
     lines.append("per set: " + "; ".join(
-        f"{name} {m[f'student/vs_baseline/{name}/difference']:+.2f} [{m[f'student/vs_baseline/{name}/low']:+.2f}, "
-        f"{m[f'student/vs_baseline/{name}/high']:+.2f}]" for name in ("stsb_test", "msmarco", "dbpedia")
+        f"{name} {interval_text(m, f'student/vs_baseline/{name}')}" for name in ("stsb_test", "msmarco", "dbpedia")
         if f"student/vs_baseline/{name}/low" in m))
     for name in ("msmarco", "dbpedia"):
         if f"asymmetric/{name}/ndcg@10" in m:
@@ -88,8 +87,7 @@ def main() -> int:
     for fmt in params.export.formats:
         role = export_role(fmt)
         lines.append(f"export {fmt}: mean score {m[f'{role}/mean_score']:.2f}, vs fp32 distilled "
-                     f"{m[f'{role}/vs_student/difference']:+.2f} [{m[f'{role}/vs_student/low']:+.2f}, "
-                     f"{m[f'{role}/vs_student/high']:+.2f}], {m[f'{role}/texts_per_s']:.1f} texts/s "
+                     f"{interval_text(m, f'{role}/vs_student')}, {m[f'{role}/texts_per_s']:.1f} texts/s "
                      f"({m[f'{role}/texts_per_s'] / m['student/texts_per_s']:.2f}x the fp32 student, "
                      f"{m[f'{role}/speedup']:.1f}x the teacher), {m[f'{role}/size_mb']:.0f} MB")
     lines.append(f"corpus texts dropped by decontamination: {int(m['corpus/decontaminated_texts'])}")

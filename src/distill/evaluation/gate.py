@@ -46,6 +46,11 @@ class Decision:
     reason: str
 
 
+def interval_text(flat: dict, prefix: str) -> str:
+    """``+d [low, high]`` from the ``<prefix>/difference|low|high`` keys an interval is stored under in eval.json."""
+    return f"{flat[f'{prefix}/difference']:+.2f} [{flat[f'{prefix}/low']:+.2f}, {flat[f'{prefix}/high']:+.2f}]"
+
+
 def paired_bootstrap(
     student: dict[str, Items],
     rival: dict[str, Items],

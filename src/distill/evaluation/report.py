@@ -16,7 +16,10 @@ import pandas as pd  # noqa: E402
 from distill.atomic import atomic_dir, atomic_files, write_json  # noqa: E402
 from distill.config.eval_sets import is_quality_set  # noqa: E402
 from distill.config.schema import ExportFormat, Params, export_role  # noqa: E402
-from distill.evaluation.gate import Interval  # noqa: E402
+from distill.evaluation.gate import (
+    Interval,  # noqa: E402
+    interval_text,
+)
 from distill.readers import PER_ITEM_FILE  # noqa: E402
 from distill.student import describe  # noqa: E402
 
@@ -50,8 +53,7 @@ def per_set_differences(params: Params, flat: dict) -> str:
     names = [s.name for s in params.eval.sets if is_quality_set(s) and f"student/vs_baseline/{s.name}/low" in flat]
     if not names:
         return ""
-    cells = [f"`{n}` {flat[f'student/vs_baseline/{n}/difference']:+.2f} [{flat[f'student/vs_baseline/{n}/low']:+.2f}, "
-             f"{flat[f'student/vs_baseline/{n}/high']:+.2f}]" for n in names]
+    cells = [f"`{n}` {interval_text(flat, f'student/vs_baseline/{n}')}" for n in names]
     return " Per set: " + "; ".join(cells) + "."
 
 
@@ -71,8 +73,7 @@ def results_table(params: Params, flat: dict) -> pd.DataFrame:
         row["params (M)"] = flat[f"{role}/parameters"] / 1e6
         row["size (MB)"] = flat[f"{role}/size_mb"]
         if f"{role}/vs_student/low" in flat:
-            row["vs distilled fp32"] = (f"{flat[f'{role}/vs_student/difference']:+.2f} [{flat[f'{role}/vs_student/low']:+.2f}, "
-                                        f"{flat[f'{role}/vs_student/high']:+.2f}]")
+            row["vs distilled fp32"] = interval_text(flat, f"{role}/vs_student")
         rows.append(row)
     return pd.DataFrame(rows)
 

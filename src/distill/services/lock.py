@@ -1,4 +1,12 @@
-"""One pipeline run at a time: a second run fails at once with a message, instead of corrupting outputs."""
+"""One pipeline run at a time: a second run fails at once with a message, instead of corrupting outputs.
+
+Why a lock of our own: a run is a sequence of processes (the flow, then ``dvc repro`` per stage, then
+``python -m distill <step>``, then torchrun ranks), and also ``python -m distill <step>`` typed by hand.
+DVC's repro lock covers one ``dvc repro``, not the flow's sequence, nor a step run by hand; a Prefect
+``concurrency_limit`` covers deployment runs only. So the flow takes this lock (``fcntl.flock``, which the
+kernel releases when the holder dies, so a killed run never leaves it stale) and lets its own
+descendants through by pid (:data:`HOLDER_ENV`); ``filelock`` would serve the locking, not the hand-down.
+"""
 
 from __future__ import annotations
 

@@ -13,6 +13,11 @@
 Everything binds 127.0.0.1 only, on ports 4200 and 5000 unless ``DISTILL_PREFECT_PORT`` /
 ``DISTILL_MLFLOW_PORT`` say otherwise (tests use free ports of their own). Background processes write
 logs and pid files under ``.prefect/``.
+
+Why the processes are started here rather than by ``prefect server start --background``: that covers the
+server only (the served deployment and the MLflow UI have no background mode), keeps one pid per
+``PREFECT_HOME``, and returns before the server answers; here all three are started, recorded (pid and
+start time, so a reused pid is never signalled) and waited for in one way, per project folder.
 """
 
 from __future__ import annotations

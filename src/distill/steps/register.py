@@ -31,7 +31,7 @@ from distill.config.schema import Params, export_role
 from distill.encoding import Encoder
 from distill.errors import DataError, ProvenanceError
 from distill.evaluation.base import Items, set_items
-from distill.evaluation.gate import Interval, decide, paired_bootstrap
+from distill.evaluation.gate import Interval, decide, interval_text, paired_bootstrap
 from distill.evaluation.items import primary_sets, role_items
 from distill.evaluation.registry import load_evaluators, score_model
 from distill.models import fingerprint, load_model
@@ -81,16 +81,14 @@ def description(params: Params, metrics: dict, alias: str, reason: str) -> str:
     lines = [f"{describe(params)} distilled from `{params.teacher.model}`; registered as @{alias}: {reason}.",
              f"{primary}: student {metrics[f'student/{primary}']:.2f}, undistilled {metrics[f'baseline/{primary}']:.2f}, "
              f"teacher {metrics[f'teacher/{primary}']:.2f}; student − undistilled "
-             f"{metrics['student/vs_baseline/difference']:+.2f} [{metrics['student/vs_baseline/low']:+.2f}, "
-             f"{metrics['student/vs_baseline/high']:+.2f}]; {metrics['student/speedup']:.1f}x the teacher's texts/s.",
+             f"{interval_text(metrics, 'student/vs_baseline')}; {metrics['student/speedup']:.1f}x the teacher's texts/s.",
              "Serve: `mlflow models serve -m models:/<name>@<alias> --env-manager local`, request "
              '`{"inputs": [texts], "params": {"prompt_name": "query"}}` (query | passage | sentence).']
     for fmt in params.export.formats:
         role = export_role(fmt)
         lines.append(f"Export `{fmt}` (artifact `exports/{fmt}`, load with SentenceTransformer(path, trust_remote_code=True)): "
                      f"{primary} {metrics[f'{role}/{primary}']:.2f}, "
-                     f"vs fp32 student {metrics[f'{role}/vs_student/difference']:+.2f} "
-                     f"[{metrics[f'{role}/vs_student/low']:+.2f}, {metrics[f'{role}/vs_student/high']:+.2f}], "
+                     f"vs fp32 student {interval_text(metrics, f'{role}/vs_student')}, "
                      f"{metrics[f'{role}/speedup']:.1f}x the teacher's texts/s, {metrics[f'{role}/size_mb']:.0f} MB.")
     return "\n\n".join(lines)
 
