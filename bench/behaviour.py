@@ -32,7 +32,8 @@ TIMING = re.compile(r"texts_per_s|speedup|/seconds$")
 def run(label: str, checkout: Path) -> None:
     out = OUT / label
     overrides = [f"--set=paths.{name}={out / name}" for name in OUTPUTS]
-    overrides += [f"--set=paths.teacher_cache={ROOT / 'data/teacher'}", f"--set=paths.eval_cache={ROOT / 'data/eval_cache'}"]
+    overrides += [f"--set=paths.teacher_cache={ROOT / 'data/teacher'}", f"--set=paths.eval_cache={ROOT / 'data/eval_cache'}",
+                  f"--set=paths.lock={out / '.distill.lock'}"]  # its own lock: other work may hold the checkout's
     env = {**os.environ, "PYTHONPATH": str(checkout / "src")}
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=checkout, capture_output=True, text=True,
                             check=True).stdout.strip()
