@@ -137,3 +137,16 @@ def test_report_says_which_documents_chose_the_recipe():
     assert "`bbc_headlines`" in line and "on the test half" in line and "chosen on the dev half" in line
     unsplit = params_from_dict({"eval": {"sets": [{"name": "h", "type": "title_retrieval"}]}})
     assert "on every held-out document" in heldout_line(unsplit) and "No set is on the test half" in heldout_line(unsplit)
+
+
+def test_every_set_type_has_exactly_one_evaluator():
+    """A set type is declared in ``config.eval_sets`` (its fields) and scored in ``evaluation`` (its
+    class): the two lists must name the same types, so a type added to one fails here, not mid-run."""
+    import typing
+
+    from distill.config.eval_sets import EvalSet
+    from distill.evaluation.registry import EVALUATORS
+
+    union = typing.get_args(EvalSet)[0]
+    declared = {literal for spec in typing.get_args(union) for literal in typing.get_args(spec.model_fields["type"].annotation)}
+    assert declared == set(EVALUATORS)
