@@ -5,9 +5,14 @@
 
 Each recipe is a set of params overrides on ``params.yaml`` and ``params/dev.yaml`` (``--config
 benchmark`` layers ``params/benchmark.yaml`` instead: STS-B test, MS MARCO and DBpedia). Every recipe
-runs prepare → label → train → evaluate into its own folder under
+runs prepare → label → train → export → evaluate into its own folder under
 ``bench/out/ablation/<config>/<recipe>``; the prepared corpus, the mined candidates and the teacher
-caches are shared, so the teacher is paid once. Recipes are chosen on the default config, whose sets
+caches are shared, so the teacher is paid once. Each finished recipe is then saved as the DVC
+experiment ``ablation-<config>-<recipe>`` (``dvc exp save`` of those stages with the recipe's params in
+``params.yaml``, which is restored afterwards, as the flow saves its runs), so ``dvc exp show`` lists
+every recipe with its params and metrics. The steps run here rather than under ``dvc exp run --queue``
+because recipes share the prepared corpus, the mined candidates and the caches between their output
+folders, and the table reports each step's seconds. Recipes are chosen on the default config, whose sets
 are on the *dev* half of the held-out BBC articles (``params/dev.yaml``), never on the test half that
 ``params.yaml`` reports and never on the benchmark's test sets. To fit this 2-core box, throughput is one round per recipe
 (``eval.throughput_repeats=1``); the full three-round measurement is bench/quality.py's.
@@ -23,19 +28,27 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
 
 from distill.config.eval_sets import is_quality_set
-from distill.config.loader import load_params
+from distill.config.loader import load_params, parse_override, read_params_file
 from distill.config.schema import CANDIDATE_OBJECTIVES, TEXT_OBJECTIVES
 from distill.evaluation.gate import paired_bootstrap
 from distill.evaluation.items import primary_sets, role_items
 from distill.evaluation.report import truncated_dims
 from distill.pipeline import run_step
 from distill.readers import PER_ITEM_FILE, load_per_item
-from distill.services.dvc_experiments import provenance
+from distill.services.dvc_experiments import (
+    Experiment,
+    override_leaves,
+    params_applied,
+    provenance,
+    save_experiment,
+    workspace_kept,
+)
 from distill.services.lock import pipeline_lock
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -92,19 +105,39 @@ RECIPES: dict[str, list[str]] = {
 }
 
 
-def recipe_params(config: str, recipe: str, extra: list[str]):
+STEPS = ("prepare", "label", "train", "export", "evaluate")  # the dvc.yaml stages a recipe runs and saves
+
+
+def recipe_overrides(config: str, recipe: str, extra: list[str]) -> tuple[list[Path], list[str]]:
+    """The params files and the overrides that make ``recipe`` under ``config``."""
     files = [ROOT / "params.yaml", ROOT / ("params/benchmark.yaml" if config == "benchmark" else "params/dev.yaml")]
     out = f"bench/out/ablation/{config}"
     paths = {
         "prepared": f"{out}/data/prepared",
         "mined": f"{out}/data/mined",
         "student": f"{out}/{recipe}/student",
+        "exports": f"{out}/{recipe}/exports",
         "metrics": f"{out}/{recipe}/metrics",
         "reports": f"{out}/{recipe}/reports",
         "plots": f"{out}/{recipe}/plots",
     }
     overrides = [f"paths.{k}={v}" for k, v in paths.items()] + ["eval.throughput_repeats=1", "export.formats=[]"]
-    return load_params(files, overrides + RECIPES[recipe] + extra)
+    return files, overrides + RECIPES[recipe] + extra
+
+
+def recipe_params(config: str, recipe: str, extra: list[str]):
+    return load_params(*recipe_overrides(config, recipe, extra))
+
+
+def save_recipe(config: str, recipe: str, extra: list[str], params) -> Experiment:
+    """The recipe's finished stages as a DVC experiment. Its label and evaluation caches stay as they are
+    (they only gain content-addressed shards, which the next recipe reads instead of encoding again)."""
+    files, overrides = recipe_overrides(config, recipe, extra)
+    leaves = override_leaves(*(read_params_file(f) for f in files[1:]), *(parse_override(o) for o in overrides))
+    name = f"ablation-{config}-" + re.sub(r"[^\w.]+", "-", recipe).strip("-")
+    with (workspace_kept(ROOT, True, keep=(params.paths.teacher_cache, params.paths.eval_cache)),
+          params_applied(ROOT, leaves)):
+        return save_experiment(ROOT, name, STEPS)
 
 
 def row(recipe: str, params, m: dict) -> dict:
@@ -191,7 +224,7 @@ def main() -> int:
     parser.add_argument("--config", choices=["default", "benchmark"], default="default")
     parser.add_argument("--recipes", default=",".join(RECIPES), help=f"comma-separated, from: {', '.join(RECIPES)}")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="applied to every recipe")
-    parser.add_argument("--steps", default="prepare,label,train,evaluate",
+    parser.add_argument("--steps", default=",".join(STEPS),
                         help="comma-separated steps per recipe; 'evaluate' re-scores each recipe's saved student")
     parser.add_argument("--out", type=Path, help="results JSON (default bench/out/ablation/<config>.json)")
     parser.add_argument("--render", type=Path, metavar="JSON",
@@ -213,8 +246,8 @@ def main() -> int:
     if unknown:
         parser.error(f"unknown recipes {unknown}; choose from {list(RECIPES)}")
     steps = args.steps.split(",")
-    if unknown_steps := [s for s in steps if s not in ("prepare", "label", "train", "evaluate")]:
-        parser.error(f"unknown steps {unknown_steps}; choose from prepare, label, train, evaluate")
+    if unknown_steps := [s for s in steps if s not in STEPS]:
+        parser.error(f"unknown steps {unknown_steps}; choose from {', '.join(STEPS)}")
     command = f"python bench/ablation.py --config {args.config} --recipes {args.recipes}" + "".join(
         f" --set {s}" for s in args.set) + (f" --steps {args.steps}" if args.steps != parser.get_default("steps")
                                             else "") + (f" --out {args.out}" if args.out else "")
@@ -229,6 +262,8 @@ def main() -> int:
                 start = time.perf_counter()
                 run_step(step, params)
                 seconds[step] = round(time.perf_counter() - start, 1)
+            experiment = save_recipe(args.config, recipe, args.set, params)
+        print(f"DVC experiment {experiment.name} ({experiment.rev[:8]}): `dvc exp show`", flush=True)
         timings[recipe] = seconds
         m = json.loads((Path(params.paths.metrics) / "eval.json").read_text())
         rows.append(row(recipe, params, m))

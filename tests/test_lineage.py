@@ -107,3 +107,32 @@ def test_a_params_file_runs_as_a_dvc_experiment(tmp_path):
     shown = json.loads(dvc(["exp", "show", "--json"], root))
     names = [e["name"] for baseline in shown for e in baseline.get("experiments") or []]
     assert "recipe" in names
+
+
+def test_a_run_of_some_stages_is_saved_as_an_experiment_with_its_params_and_metrics(tmp_path):
+    """bench/ablation.py's record of a recipe: steps run outside `dvc repro` with params overridden, then
+    `save_experiment(..., stages)` commits only those stages (a later stage never ran), `dvc exp show` lists
+    the run's params and metrics, and the workspace has the user's params.yaml and no dvc.lock again."""
+    from distill.services.dvc_experiments import params_applied, save_experiment
+
+    root = tmp_path / "toy"
+    root.mkdir()
+    git(["init", "-q"], root)
+    dvc(["init", "-q"], root)
+    write = "python -c \"import json, yaml; n = yaml.safe_load(open('params.yaml'))['n']; json.dump({'n': n}, open('m.json', 'w'))\""
+    stages = {"stages": {"write": {"cmd": write, "params": ["n"], "metrics": ["m.json"]},
+                         "later": {"cmd": "cp m.json later.json", "deps": ["m.json"], "outs": ["later.json"]}}}
+    (root / "dvc.yaml").write_text(yaml.safe_dump(stages))
+    (root / "params.yaml").write_text("n: 1  # the user's\n")
+    (root / ".gitignore").write_text("/m.json\n")
+    git(["add", "-A"], root)
+    git(["-c", "user.name=t", "-c", "user.email=t@t.invalid", "commit", "-qm", "toy"], root)
+    user_params = (root / "params.yaml").read_bytes()
+    with workspace_kept(root, active=True), params_applied(root, {"n": 5}):
+        subprocess.run(write, shell=True, cwd=root, check=True)
+        experiment = save_experiment(root, "partial", ("write",))
+    assert (root / "params.yaml").read_bytes() == user_params and not (root / "dvc.lock").exists()
+    shown = json.loads(dvc(["exp", "show", "--json"], root))
+    data = {e["name"]: e["revs"][0]["data"] for baseline in shown for e in baseline.get("experiments") or []}["partial"]
+    assert data["rev"] == experiment.rev and data["params"]["params.yaml"]["data"]["n"] == 5
+    assert data["metrics"]["m.json"]["data"] == {"n": 5}

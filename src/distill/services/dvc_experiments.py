@@ -215,10 +215,15 @@ def experiment_run(root: Path, files: list[Path], name: str | None = None) -> st
     return _dvc(args, root, stream=True)
 
 
-def save_experiment(root: Path, name: str) -> Experiment:
+def save_experiment(root: Path, name: str, stages: tuple[str, ...] = ()) -> Experiment:
     """``dvc exp save``: the workspace (params, ``dvc.lock``, the outputs' hashes) as a named
-    experiment that ``dvc exp show`` lists and ``dvc exp pull``/``apply`` restore."""
-    _dvc(["exp", "save", "--name", name, "--force"], root)
+    experiment that ``dvc exp show`` lists and ``dvc exp pull``/``apply`` restore. ``stages``: commit
+    only these stages' params and outputs to ``dvc.lock`` (``dvc exp save <stages>``), for a run that
+    ran only part of the pipeline."""
+    if stages:
+        # `dvc exp save` includes a dvc.lock only if one was there before its own commit writes it.
+        _dvc(["commit", "--force", *stages], root)
+    _dvc(["exp", "save", "--name", name, "--force", *stages], root)
     refs = subprocess.run(["git", "for-each-ref", "--format=%(refname) %(objectname)", "refs/exps/"], cwd=root,
                           capture_output=True, text=True, check=True).stdout.splitlines()
     revs = [line.split()[1] for line in refs if line.split()[0].endswith(f"/{name}")]
