@@ -131,7 +131,9 @@ def recipe_params(config: str, recipe: str, extra: list[str]):
 
 def save_recipe(config: str, recipe: str, extra: list[str], params) -> Experiment:
     """The recipe's finished stages as a DVC experiment. Its label and evaluation caches stay as they are
-    (they only gain content-addressed shards, which the next recipe reads instead of encoding again)."""
+    (they only gain content-addressed shards, which the next recipe reads instead of encoding again), so
+    ``dvc status`` lists the label and evaluate stages of a ``make run`` workspace until its next ``dvc repro``,
+    which reads every embedding from those caches."""
     files, overrides = recipe_overrides(config, recipe, extra)
     leaves = override_leaves(*(read_params_file(f) for f in files[1:]), *(parse_override(o) for o in overrides))
     name = f"ablation-{config}-" + re.sub(r"[^\w.]+", "-", recipe).strip("-")
