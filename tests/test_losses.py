@@ -2,11 +2,11 @@ import pytest
 import torch
 from sentence_transformers.sentence_transformer import losses
 
-from distill.config.schema import TrainConfig
+from distill.config.schema import CANDIDATE_OBJECTIVES, TEXT_OBJECTIVES, TrainConfig
 from distill.errors import DataError
 from distill.models import prune_layers
 from distill.training.losses import InBatchSimilarityLoss, QueryDocumentSimilarityLoss, RelativeSimilarityLoss
-from distill.training.objectives import candidate_loss
+from distill.training.objectives import candidate_loss, text_loss
 
 
 def features(model, texts):
@@ -126,3 +126,12 @@ def test_matryoshka_wraps_the_candidate_objectives(minilm):
     assert torch.isfinite(wrapped([student.tokenize(c) for c in texts], torch.tensor([[0.5, 0.1], [0.4, 0.3]])))
     with pytest.raises(DataError, match="exceed the student's dimension 384"):
         candidate_loss(student, TrainConfig(objectives={"margin_mse": 1.0}, matryoshka_dims=[512]))
+
+
+@pytest.mark.parametrize("name", TEXT_OBJECTIVES + CANDIDATE_OBJECTIVES)
+def test_every_objective_the_config_names_has_a_loss(minilm, name):
+    """An objective is named in ``config.schema`` (what params may weight) and built in
+    ``training.objectives``: a name added to one place only fails here, not at the first training step."""
+    build = text_loss if name in TEXT_OBJECTIVES else candidate_loss
+    combined = build(minilm, TrainConfig(objectives={name: 1.0}, matryoshka_dims=[]))
+    assert list(combined.parts) == [name]
