@@ -136,3 +136,10 @@ def test_a_run_of_some_stages_is_saved_as_an_experiment_with_its_params_and_metr
     data = {e["name"]: e["revs"][0]["data"] for baseline in shown for e in baseline.get("experiments") or []}["partial"]
     assert data["rev"] == experiment.rev and data["params"]["params.yaml"]["data"]["n"] == 5
     assert data["metrics"]["m.json"]["data"] == {"n": 5}
+    # The same name saved on a later commit is that commit's experiment, beside the earlier one.
+    git(["-c", "user.name=t", "-c", "user.email=t@t.invalid", "commit", "-q", "--allow-empty", "-m", "later"], root)
+    with workspace_kept(root, active=True), params_applied(root, {"n": 6}):
+        subprocess.run(write, shell=True, cwd=root, check=True)
+        again = save_experiment(root, "partial", ("write",))
+    assert again.rev != experiment.rev
+    assert git(["show", f"{again.rev}:params.yaml"], root).startswith("n: 6")

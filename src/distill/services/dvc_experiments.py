@@ -220,16 +220,17 @@ def save_experiment(root: Path, name: str, stages: tuple[str, ...] = ()) -> Expe
     experiment that ``dvc exp show`` lists and ``dvc exp pull``/``apply`` restore. ``stages``: commit
     only these stages' params and outputs to ``dvc.lock`` (``dvc exp save <stages>``), for a run that
     ran only part of the pipeline."""
-    if stages:
-        # `dvc exp save` includes a dvc.lock only if one was there before its own commit writes it.
-        _dvc(["commit", "--force", *stages], root)
-    _dvc(["exp", "save", "--name", name, "--force", *stages], root)
-    refs = subprocess.run(["git", "for-each-ref", "--format=%(refname) %(objectname)", "refs/exps/"], cwd=root,
-                          capture_output=True, text=True, check=True).stdout.splitlines()
-    revs = [line.split()[1] for line in refs if line.split()[0].endswith(f"/{name}")]
-    if len(revs) != 1:
-        raise LineageError(f"dvc saved experiment {name!r}, but git has {len(revs)} refs/exps refs of that name")
-    return Experiment(name=name, rev=revs[0])
+    # Named explicitly: `dvc exp save` includes an untracked dvc.lock only if one was there before its
+    # own commit of the stages wrote it.
+    _dvc(["exp", "save", "--name", name, "--force", "--include-untracked", LOCK_FILE, *stages], root)
+    # DVC keeps an experiment under its baseline commit (refs/exps/<ba>/<seline>/<name>): the same name
+    # saved on an earlier commit is another experiment.
+    baseline = git_commit(root)
+    ref = f"refs/exps/{baseline[:2]}/{baseline[2:]}/{name}"
+    found = subprocess.run(["git", "rev-parse", "--verify", "--quiet", ref], cwd=root, capture_output=True, text=True)
+    if found.returncode != 0:
+        raise LineageError(f"dvc saved experiment {name!r}, but git has no {ref}")
+    return Experiment(name=name, rev=found.stdout.strip())
 
 
 def push(root: Path) -> None:
