@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 from distill.config.eval_sets import is_quality_set
-from distill.config.loader import load_params, parse_override, read_params_file
+from distill.config.loader import load_params
 from distill.config.schema import CANDIDATE_OBJECTIVES, TEXT_OBJECTIVES
 from distill.evaluation.gate import paired_bootstrap
 from distill.evaluation.items import primary_sets, role_items
@@ -43,7 +43,7 @@ from distill.pipeline import run_step
 from distill.readers import PER_ITEM_FILE, load_per_item
 from distill.services.dvc_experiments import (
     Experiment,
-    override_leaves,
+    layered_leaves,
     params_applied,
     provenance,
     save_experiment,
@@ -135,7 +135,7 @@ def save_recipe(config: str, recipe: str, extra: list[str], params) -> Experimen
     ``dvc status`` lists the label and evaluate stages of a ``make run`` workspace until its next ``dvc repro``,
     which reads every embedding from those caches."""
     files, overrides = recipe_overrides(config, recipe, extra)
-    leaves = override_leaves(*(read_params_file(f) for f in files[1:]), *(parse_override(o) for o in overrides))
+    leaves = layered_leaves(files[1:], overrides)
     name = f"ablation-{config}-" + re.sub(r"[^\w.]+", "-", recipe).strip("-")
     with (workspace_kept(ROOT, True, keep=(params.paths.teacher_cache, params.paths.eval_cache)),
           params_applied(ROOT, leaves)):

@@ -32,7 +32,7 @@ from prefect.runtime import flow_run
 from prefect_dask import DaskTaskRunner
 
 from distill.config.base import ParamsError
-from distill.config.loader import load_params, parse_override, read_params_file
+from distill.config.loader import load_params
 from distill.config.schema import ClusterConfig, Params
 from distill.encoding import teacher_encoder
 from distill.labelling.dask_label import TextSlice, encode_slice, missing_slices
@@ -135,8 +135,7 @@ def distill_pipeline(
     updates = {key: value for key, value in sections.items() if value is not None}
     files = [root / path for path in params_files or []]
     params = load_params([root / lineage.PARAMS_FILE, *files], overrides, updates)
-    partials = [read_params_file(f) for f in files] + [parse_override(o) for o in overrides or []] + [updates]
-    leaves = lineage.override_leaves(*partials)
+    leaves = lineage.layered_leaves(files, overrides, updates)
     configure(params)
     run_name = flow_run.get_name() or "flow"
     # An override run is an experiment: params.yaml, dvc.lock and the outputs are the user's again after it.

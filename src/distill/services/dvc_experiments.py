@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from distill.config.loader import dotted_leaves, load_params, read_params_file
+from distill.config.loader import dotted_leaves, load_params, parse_override, read_params_file
 from distill.services.lock import HOLDER_ENV
 
 log = logging.getLogger(__name__)
@@ -87,6 +87,14 @@ def override_leaves(*partials: dict[str, Any]) -> dict[str, Any]:
     """Partial params mappings, in the order they apply, as ``{dotted key: value}`` at the leaves: a
     mapping merges key by key, as :func:`distill.config.loader.load_params` merges it, and a list replaces."""
     return {key: value for partial in partials for key, value in dotted_leaves(partial).items()}
+
+
+def layered_leaves(files: list[Path], overrides: list[str] | None = None,
+                   updates: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What ``load_params([params.yaml, *files], overrides, updates)`` sets on top of ``params.yaml``, as
+    :func:`override_leaves`: the params files' keys, then the ``key=value`` overrides, then ``updates``."""
+    return override_leaves(*(read_params_file(f) for f in files), *(parse_override(o) for o in overrides or []),
+                           updates or {})
 
 
 def hydra_override(key: str, value: Any) -> str:
@@ -208,7 +216,7 @@ def experiment_run(root: Path, files: list[Path], name: str | None = None) -> st
     a file (``params/full.yaml``) through DVC's own experiment mechanism (values as :func:`hydra_override`
     spells them). As after any ``dvc exp run``, the workspace holds the experiment afterwards."""
     load_params([root / PARAMS_FILE, *files])  # refuse bad keys before DVC starts a stage
-    leaves = override_leaves(*(read_params_file(f) for f in files))
+    leaves = layered_leaves(files)
     args = ["exp", "run", *(["--name", name] if name else [])]
     for key, value in leaves.items():
         args.append(f"--set-param={hydra_override(key, value)}")
