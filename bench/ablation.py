@@ -33,9 +33,7 @@ import sys
 import time
 from pathlib import Path
 
-from distill.config.eval_sets import is_quality_set
 from distill.config.loader import load_params
-from distill.config.schema import CANDIDATE_OBJECTIVES, TEXT_OBJECTIVES
 from distill.evaluation.gate import paired_bootstrap
 from distill.evaluation.items import primary_sets, role_items
 from distill.evaluation.report import truncated_dims
@@ -50,6 +48,7 @@ from distill.services.dvc_experiments import (
     workspace_kept,
 )
 from distill.services.lock import pipeline_lock
+from distill.training.objectives import OBJECTIVES
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,7 +56,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def objectives(dims: tuple[int, ...] = (), **weights: float) -> list[str]:
     """Overrides naming every objective and the Matryoshka dims: overrides merge into params.yaml, so a
     recipe states everything it leaves out (weight 0, no dims) rather than inheriting the default."""
-    full = {name: weights.get(name, 0.0) for name in TEXT_OBJECTIVES + CANDIDATE_OBJECTIVES}
+    full = {name: weights.get(name, 0.0) for name in OBJECTIVES}
     return ["train.objectives={" + ", ".join(f"{k}: {v}" for k, v in full.items()) + "}",
             f"train.matryoshka_dims=[{','.join(map(str, dims))}]"]
 
@@ -143,7 +142,7 @@ def save_recipe(config: str, recipe: str, extra: list[str], params) -> Experimen
 
 
 def row(recipe: str, params, m: dict) -> dict:
-    quality = [f"{s.name}/{s.primary_metric}" for s in params.eval.sets if is_quality_set(s)]
+    quality = [f"{s.name}/{s.primary_metric}" for s in params.eval.sets if s.in_mean_score]
     out = {"recipe": recipe}
     for role in ("teacher", "baseline", "student"):
         out[role] = {key: m[f"{role}/{key}"] for key in quality + ["mean_score"]}
@@ -238,7 +237,7 @@ def main() -> int:
     if args.render:
         params = recipe_params(args.config, next(iter(RECIPES)), args.set)
         print("\n".join(render(args.render, [f"{s.name}/{s.primary_metric}" for s in params.eval.sets
-                                             if is_quality_set(s)])))
+                                             if s.in_mean_score])))
         if args.versus:
             recipes = [row["recipe"] for row in json.loads(args.render.read_text())["rows"]]
             print("\n" + "\n".join(versus(args.config, recipes, args.versus, args.set)))
@@ -270,7 +269,7 @@ def main() -> int:
         m = json.loads((Path(params.paths.metrics) / "eval.json").read_text())
         rows.append(row(recipe, params, m))
         # The table so far after every recipe: a long ablation shows its results as it goes.
-        quality = [f"{s.name}/{s.primary_metric}" for s in params.eval.sets if is_quality_set(s)]
+        quality = [f"{s.name}/{s.primary_metric}" for s in params.eval.sets if s.in_mean_score]
         lines = table(rows, quality)
         lines.append("")
         lines.append("seconds per recipe and step: " + "; ".join(

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from distill.config.eval_sets import ClassificationSet, ClusteringSet
 from distill.config.loader import load_params
 from distill.encoding import Encoder
+from distill.evaluation.labelled import ClassificationSet, ClusteringSet
 from distill.evaluation.registry import EVALUATORS
 from distill.models import load_model
 from distill.readers import load_corpus

@@ -40,15 +40,20 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from distill.config.eval_sets import LongSet, StsSet  # noqa: E402
 from distill.config.loader import load_params, read_params_file  # noqa: E402
 from distill.config.schema import ChunkingConfig  # noqa: E402
 from distill.encoding import Encoder, teacher_encoder, turn_order  # noqa: E402
 from distill.evaluation.base import set_items  # noqa: E402
 from distill.evaluation.gate import paired_bootstrap  # noqa: E402
-from distill.evaluation.long import LongDocumentEvaluator  # noqa: E402
+from distill.evaluation.long import (
+    LongDocumentEvaluator,  # noqa: E402
+    LongSet,  # noqa: E402
+)
 from distill.evaluation.registry import load_evaluators, score_model  # noqa: E402
-from distill.evaluation.sts import StsEvaluator  # noqa: E402
+from distill.evaluation.sts import (
+    StsEvaluator,  # noqa: E402
+    StsSet,  # noqa: E402
+)
 from distill.models import load_model  # noqa: E402
 from distill.pipeline import run_step  # noqa: E402
 from distill.readers import load_corpus  # noqa: E402

@@ -28,18 +28,18 @@ import tempfile
 import time
 from pathlib import Path
 
-from distill.config.eval_sets import LongSet, StsSet
 from distill.config.loader import load_params, read_params_file
 from distill.config.schema import ChunkingConfig
 from distill.encoding import Encoder, teacher_encoder
 from distill.errors import DataError
+from distill.evaluation.long import LongSet
 from distill.evaluation.registry import load_evaluators, score_model
-from distill.evaluation.sts import StsEvaluator
+from distill.evaluation.sts import StsEvaluator, StsSet
 from distill.models import load_model
 from distill.readers import load_candidates, load_corpus
 from distill.student import base_student
+from distill.training.candidates import candidate_objective
 from distill.training.long import long_training_targets, train_long
-from distill.training.objectives import candidate_objective
 from distill.training.positions import extend_positions, native_length
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -18,7 +18,6 @@ import json
 import sys
 from pathlib import Path
 
-from distill.config.eval_sets import is_quality_set
 from distill.config.loader import load_params, read_params_file
 from distill.evaluation.gate import interval_text
 from distill.pipeline import run_step
@@ -53,7 +52,7 @@ def main() -> int:
     print("\n" + provenance(f"python {' '.join(sys.argv)}", ROOT) + "\n")
     print("| set | metric | teacher | undistilled | distilled | distilled − undistilled [95%] | LB ≥ −0.5 |")
     print("|---|---|---|---|---|---|---|")
-    for spec in filter(is_quality_set, params.eval.sets):
+    for spec in (s for s in params.eval.sets if s.in_mean_score):
         key = f"{spec.name}/{spec.primary_metric}"
         low = flat[f"student/vs_baseline/{spec.name}/low"]
         print(f"| {spec.name} | {spec.primary_metric} | {flat[f'teacher/{key}']:.2f} | {flat[f'baseline/{key}']:.2f} "

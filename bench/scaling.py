@@ -50,9 +50,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from distill.config.eval_sets import EvalConfig, is_quality_set
+from distill.config.eval_sets import EvalConfig
 from distill.config.loader import load_params, read_params_file
-from distill.config.schema import CANDIDATE_OBJECTIVES
 from distill.encoding import teacher_encoder
 from distill.evaluation.gate import paired_bootstrap
 from distill.evaluation.items import primary_sets, role_items
@@ -60,6 +59,7 @@ from distill.pipeline import run_step
 from distill.readers import PER_ITEM_FILE, load_corpus, load_per_item, load_queries
 from distill.sampling import spread_sample
 from distill.services.dvc_experiments import provenance
+from distill.training.objectives import objectives
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = Path("bench/out/scaling")
@@ -119,7 +119,7 @@ def point_params(point: str, extra: list[str]):
 
 
 def halves(params) -> dict[str, list]:
-    quality = [s for s in params.eval.sets if is_quality_set(s)]
+    quality = [s for s in params.eval.sets if s.in_mean_score]
     return {half: [s for s in quality if getattr(s, "heldout_half", None) == half] for half in ("dev", "test")}
 
 
@@ -172,7 +172,7 @@ def cost(params, seconds: dict, teacher_s_per_text: float) -> dict:
     queries = load_queries(params.paths.prepared)
     summary = json.loads((Path(params.paths.student) / "distillation.json").read_text())
     # The texts this point's objectives read: passages, and the queries where they are trained on.
-    labelled = len(train) + (len(queries) if params.train.uses(CANDIDATE_OBJECTIVES) or params.train.mode == "asymmetric"
+    labelled = len(train) + (len(queries) if params.train.uses(objectives("candidates")) or params.train.mode == "asymmetric"
                              else 0)
     return {"articles": int(train["doc_id"].nunique()), "passages": len(train), "queries": len(queries),
             "teacher_texts": labelled, "teacher_seconds": round(labelled * teacher_s_per_text),

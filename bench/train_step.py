@@ -33,7 +33,7 @@ from distill.readers import bbc_articles
 from distill.services.dvc_experiments import provenance
 from distill.student import base_student
 from distill.text import split_passages
-from distill.training.objectives import candidate_loss
+from distill.training.losses import weighted_loss
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,7 +61,7 @@ def main() -> int:
     command = f"python bench/train_step.py --repeats {args.repeats}" + "".join(f" --set {s}" for s in args.set)
     started = provenance(command, ROOT)
     student = base_student(params)
-    loss = candidate_loss(student, params.train)
+    loss = weighted_loss(student, params.train, "candidates")
     columns, labels = fixed_batch(params)
     features = [student.tokenize(column) for column in columns]
     texts = sum(len(c) for c in columns)

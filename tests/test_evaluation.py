@@ -2,10 +2,9 @@ import json
 
 import pytest
 
-from distill.config.eval_sets import RetrievalSet, StsSet
 from distill.errors import DataError
-from distill.evaluation.retrieval import RetrievalEvaluator
-from distill.evaluation.sts import StsEvaluator
+from distill.evaluation.retrieval import RetrievalEvaluator, RetrievalSet
+from distill.evaluation.sts import StsEvaluator, StsSet
 from tests.conftest import SHARED_DATA, needs_shared
 
 
@@ -59,8 +58,7 @@ def test_shared_benchmark_sets_load():
 def test_title_retrieval_relates_each_title_to_its_own_passages():
     import pandas as pd
 
-    from distill.config.eval_sets import TitleRetrievalSet
-    from distill.evaluation.retrieval import TitleRetrievalEvaluator
+    from distill.evaluation.retrieval import TitleRetrievalEvaluator, TitleRetrievalSet
 
     heldout = pd.DataFrame({
         "text": ["rupee rises", "markets cheer", "team wins final", "fans celebrate", "untitled note"],
@@ -79,8 +77,7 @@ def test_title_retrieval_relates_each_title_to_its_own_passages():
 def test_keyword_queries_name_each_documents_own_distinctive_words():
     import pandas as pd
 
-    from distill.config.eval_sets import TitleRetrievalSet
-    from distill.evaluation.retrieval import TitleRetrievalEvaluator
+    from distill.evaluation.retrieval import TitleRetrievalEvaluator, TitleRetrievalSet
 
     heldout = pd.DataFrame({
         "text": ["The rupee rose against the dollar", "Rupee traders cheered the central bank",
@@ -99,8 +96,10 @@ def test_keyword_queries_name_each_documents_own_distinctive_words():
 def test_dev_and_test_halves_share_no_document():
     import pandas as pd
 
-    from distill.config.eval_sets import ClassificationSet, FidelitySet, TitleRetrievalSet
+    from distill.evaluation.fidelity import FidelitySet
+    from distill.evaluation.labelled import ClassificationSet
     from distill.evaluation.registry import heldout_documents
+    from distill.evaluation.retrieval import TitleRetrievalSet
     from distill.sampling import heldout_half
 
     heldout = pd.DataFrame({"text": [f"passage {i}" for i in range(200)], "doc_id": [f"d{i // 2}" for i in range(200)],
@@ -139,14 +138,23 @@ def test_report_says_which_documents_chose_the_recipe():
     assert "on every held-out document" in heldout_line(unsplit) and "No set is on the test half" in heldout_line(unsplit)
 
 
-def test_every_set_type_has_exactly_one_evaluator():
-    """A set type is declared in ``config.eval_sets`` (its fields) and scored in ``evaluation`` (its
-    class): the two lists must name the same types, so a type added to one fails here, not mid-run."""
+def test_every_set_type_module_is_listed_once_and_each_type_has_one_evaluator():
+    """A set type is its module in ``distill.evaluation`` (spec and evaluator) plus its entry in
+    ``SET_TYPES``, from which the config's union and ``EVALUATORS`` are built: an evaluator written but
+    not listed, or two evaluators claiming one ``type``, fail here rather than mid-run."""
+    import importlib
+    import inspect
+    import pkgutil
     import typing
 
-    from distill.config.eval_sets import EvalSet
-    from distill.evaluation.registry import EVALUATORS
+    import distill.evaluation
+    from distill.evaluation.base import Evaluator
+    from distill.evaluation.registry import EVALUATORS, SET_TYPES
 
-    union = typing.get_args(EvalSet)[0]
-    declared = {literal for spec in typing.get_args(union) for literal in typing.get_args(spec.model_fields["type"].annotation)}
-    assert declared == set(EVALUATORS)
+    declared = set()
+    for module in pkgutil.iter_modules(distill.evaluation.__path__):
+        members = inspect.getmembers(importlib.import_module(f"distill.evaluation.{module.name}"), inspect.isclass)
+        declared |= {c for _, c in members if issubclass(c, Evaluator) and "spec_class" in vars(c)}
+    assert declared == set(SET_TYPES)
+    types = [t for e in SET_TYPES for t in typing.get_args(e.spec_class.model_fields["type"].annotation)]
+    assert sorted(types) == sorted(EVALUATORS) and len(types) == len(set(types))

@@ -11,10 +11,9 @@ import pandas as pd
 import pytest
 from sentence_transformers import SentenceTransformer
 
-from distill.config.eval_sets import LongSet
 from distill.config.loader import load_params, read_params_file
 from distill.encoding import Encoder
-from distill.evaluation.long import LongDocumentEvaluator
+from distill.evaluation.long import LongDocumentEvaluator, LongSet
 from distill.evaluation.registry import load_evaluators
 from distill.readers import bbc_articles, load_long_documents
 from distill.sampling import heldout_half

@@ -2,11 +2,16 @@ import pytest
 import torch
 from sentence_transformers.sentence_transformer import losses
 
-from distill.config.schema import CANDIDATE_OBJECTIVES, TEXT_OBJECTIVES, TrainConfig
+from distill.config.schema import TrainConfig
 from distill.errors import DataError
 from distill.models import prune_layers
-from distill.training.losses import InBatchSimilarityLoss, QueryDocumentSimilarityLoss, RelativeSimilarityLoss
-from distill.training.objectives import candidate_loss, text_loss
+from distill.training.losses import (
+    InBatchSimilarityLoss,
+    QueryDocumentSimilarityLoss,
+    RelativeSimilarityLoss,
+    weighted_loss,
+)
+from distill.training.objectives import OBJECTIVES
 
 
 def features(model, texts):
@@ -94,7 +99,7 @@ def test_weighted_candidate_objectives_share_one_forward_pass_per_column(minilm)
              ["the cat sat", "a new phone"], ["rain is due", "the match ended"]]
     scores = torch.tensor([[0.7, 0.2, 0.1], [0.6, 0.3, 0.4]])
     config = TrainConfig(objectives={"margin_mse": 1.0, "kl": 0.5, "mnrl": 0.25, "relative": 2.0}, matryoshka_dims=[])
-    combined = candidate_loss(student, config)
+    combined = weighted_loss(student, config, "candidates")
     calls = []
     hook = student.register_forward_hook(lambda *args: calls.append(1))
     value = combined([student.tokenize(column) for column in texts], scores)
@@ -112,7 +117,7 @@ def test_weighted_candidate_objectives_share_one_forward_pass_per_column(minilm)
 def test_teacher_scores_enter_margin_mse_in_the_students_cosine_units(minilm):
     config = TrainConfig(objectives={"margin_mse": 1.0}, student_temperature=0.05, teacher_temperature=1.0,
                          matryoshka_dims=[])
-    combined = candidate_loss(minilm, config)
+    combined = weighted_loss(minilm, config, "candidates")
     logits = torch.tensor([[8.0, 2.0]])
     assert torch.allclose(combined.label_maps["margin_mse"](logits), logits * 0.05)
 
@@ -120,18 +125,17 @@ def test_teacher_scores_enter_margin_mse_in_the_students_cosine_units(minilm):
 def test_matryoshka_wraps_the_candidate_objectives(minilm):
     student = prune_layers(minilm, [0])
     config = TrainConfig(objectives={"margin_mse": 1.0}, matryoshka_dims=[32, 128])
-    wrapped = candidate_loss(student, config)
+    wrapped = weighted_loss(student, config, "candidates")
     assert isinstance(wrapped, losses.MatryoshkaLoss) and list(wrapped.matryoshka_dims) == [384, 128, 32]
     texts = [["q one", "q two"], ["p one", "p two"], ["n one", "n two"]]
     assert torch.isfinite(wrapped([student.tokenize(c) for c in texts], torch.tensor([[0.5, 0.1], [0.4, 0.3]])))
     with pytest.raises(DataError, match="exceed the student's dimension 384"):
-        candidate_loss(student, TrainConfig(objectives={"margin_mse": 1.0}, matryoshka_dims=[512]))
+        weighted_loss(student, TrainConfig(objectives={"margin_mse": 1.0}, matryoshka_dims=[512]), "candidates")
 
 
-@pytest.mark.parametrize("name", TEXT_OBJECTIVES + CANDIDATE_OBJECTIVES)
-def test_every_objective_the_config_names_has_a_loss(minilm, name):
-    """An objective is named in ``config.schema`` (what params may weight) and built in
-    ``training.objectives``: a name added to one place only fails here, not at the first training step."""
-    build = text_loss if name in TEXT_OBJECTIVES else candidate_loss
-    combined = build(minilm, TrainConfig(objectives={name: 1.0}, matryoshka_dims=[]))
+@pytest.mark.parametrize("name", list(OBJECTIVES))
+def test_every_objective_builds_its_loss(minilm, name):
+    """An objective is one entry of ``training.objectives.OBJECTIVES``: its loss path must import and
+    take its options, or the entry fails here rather than at the first training step."""
+    combined = weighted_loss(minilm, TrainConfig(objectives={name: 1.0}, matryoshka_dims=[]), OBJECTIVES[name].data)
     assert list(combined.parts) == [name]

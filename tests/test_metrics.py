@@ -5,12 +5,11 @@ import pandas as pd
 import pytest
 from sklearn.metrics import v_measure_score
 
-from distill.config.eval_sets import ClassificationSet, ClusteringSet, StsSet
 from distill.errors import DataError
 from distill.evaluation import metrics
-from distill.evaluation.labelled import ClassificationEvaluator, ClusteringEvaluator
+from distill.evaluation.labelled import ClassificationEvaluator, ClassificationSet, ClusteringEvaluator, ClusteringSet
 from distill.evaluation.retrieval import RetrievalEvaluator
-from distill.evaluation.sts import StsEvaluator
+from distill.evaluation.sts import StsEvaluator, StsSet
 from tests.test_evaluation import beir
 
 

@@ -12,17 +12,18 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from distill.config.corpus import (
-    LongDocumentsConfig,
-)
 from distill.errors import DataError
 from distill.readers import (
     bbc_articles,
 )
 from distill.text import collapse_whitespace, match_key, split_sentences
+
+if TYPE_CHECKING:  # the config imports the evaluation sets, which import this module
+    from distill.config.corpus import LongDocumentsConfig
 
 FIRST_NAMES = ("Ada", "Bruno", "Chloe", "Dmitri", "Elena", "Farid", "Greta", "Hiro", "Ines", "Jonas", "Kira", "Luca",
                "Maya", "Nikolai", "Olga", "Pablo", "Quinn", "Rosa", "Sven", "Tara", "Umar", "Vera", "Wen", "Yusuf")

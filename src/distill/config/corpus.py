@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 
 from distill.config.base import Float, _Section
-from distill.config.eval_sets import EvalSet
+from distill.evaluation.registry import EvalSet
 
 
 class _CorpusSource(_Section):

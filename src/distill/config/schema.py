@@ -14,7 +14,8 @@ from pydantic import ConfigDict, Field, model_validator
 
 from distill.config.base import TEXT_TYPES, Float, _Section
 from distill.config.corpus import CorpusConfig
-from distill.config.eval_sets import EvalConfig, is_quality_set
+from distill.config.eval_sets import EvalConfig
+from distill.training.objectives import objectives
 
 
 class PathsConfig(_Section):
@@ -180,10 +181,6 @@ class MiningConfig(_Section):
         return self
 
 
-TEXT_OBJECTIVES = ("similarity", "mse", "cosine")
-CANDIDATE_OBJECTIVES = ("margin_mse", "kl", "mnrl", "relative")
-
-
 class LongTrainConfig(_Section):
     """Long-context tuning after the short distillation and student.extend_positions, on
     corpus.long_documents (headline, long document) pairs against the chunk-pooled teacher
@@ -210,10 +207,9 @@ class LongTrainConfig(_Section):
 
 
 class TrainConfig(_Section):
-    # Weighted objectives. On corpus texts with teacher embeddings: similarity (in-batch similarity
-    # matrices), mse and cosine (embeddings; teacher space, with a projection when dims differ). On
-    # mined query candidates with teacher scores: margin_mse, kl (listwise), mnrl (teacher positive vs
-    # hard and in-batch negatives), relative (Jasper's pairwise rank term). Weight 0 = off.
+    # Weighted objectives, by name (distill.training.objectives lists them with what each learns from).
+    # On corpus texts with teacher embeddings: similarity, mse, cosine. On mined query candidates with
+    # teacher scores: margin_mse, kl, mnrl, relative. Weight 0 = off.
     # The default is the best of bench/ablation.py on the default config's held-out sets (RESULTS.md).
     objectives: dict[str, Float] = Field(default_factory=lambda: {"margin_mse": 1.0})
     # asymmetric: only queries are encoded by the student, documents stay teacher-encoded ("LEAF:
@@ -244,7 +240,7 @@ class TrainConfig(_Section):
 
     @model_validator(mode="after")
     def _check_objectives(self) -> TrainConfig:
-        known = TEXT_OBJECTIVES + CANDIDATE_OBJECTIVES
+        known = objectives()
         unknown = sorted(set(self.objectives) - set(known))
         if unknown:
             raise ValueError(f"train.objectives: unknown {unknown}; expected names from {list(known)}")
@@ -252,14 +248,15 @@ class TrainConfig(_Section):
             raise ValueError("train.objectives: weights must be >= 0")
         if not any(w > 0 for w in self.objectives.values()):
             raise ValueError("train.objectives: at least one objective needs a weight above 0")
-        if self.mode == "asymmetric" and not any(self.objectives.get(o, 0) > 0 for o in ("mse", "cosine")):
-            raise ValueError("train.mode asymmetric needs a teacher-space objective: give mse or cosine a weight")
+        if self.mode == "asymmetric" and not self.uses(objectives(teacher_space=True)):
+            raise ValueError(f"train.mode asymmetric needs a teacher-space objective: give one of "
+                             f"{list(objectives(teacher_space=True))} a weight")
         if any(d <= 0 for d in self.matryoshka_dims):
             raise ValueError("train.matryoshka_dims must be positive")
-        if self.matryoshka_dims and not self.uses(CANDIDATE_OBJECTIVES):
+        if self.matryoshka_dims and not self.uses(objectives("candidates")):
             raise ValueError(
-                "train.matryoshka_dims wraps the candidate objectives (margin_mse, kl, mnrl, relative): give one a "
-                "weight (MatryoshkaLoss L2-normalises truncated dims, which suits score losses, not embedding MSE)"
+                f"train.matryoshka_dims wraps the candidate objectives {list(objectives('candidates'))}: give one "
+                "a weight (MatryoshkaLoss L2-normalises truncated dims, which suits score losses, not embedding MSE)"
             )
         return self
 
@@ -401,7 +398,7 @@ class Params(_Section):
 
     @model_validator(mode="after")
     def _check_primary_metric(self) -> Params:
-        choices = ["mean_score"] + [f"{s.name}/{s.primary_metric}" for s in self.eval.sets if is_quality_set(s)]
+        choices = ["mean_score"] + [f"{s.name}/{s.primary_metric}" for s in self.eval.sets if s.in_mean_score]
         if self.registry.primary_metric not in choices:
             raise ValueError(
                 f"register.primary_metric {self.registry.primary_metric!r} is not a primary metric of the "

@@ -6,12 +6,14 @@ shows a model (:meth:`~base.Evaluator.texts`, for decontamination), scores one m
 per-item scores behind its ``primary_metric`` (per pair, per query, per text), so that
 :meth:`~base.Evaluator.primary_on` can recompute it on a bootstrap resample.
 
-- ``base``: the :class:`Evaluator` interface and its result; one module per set type: ``sts``,
-  ``retrieval`` (BEIR sets and held-out title/keyword retrieval), ``labelled`` (classification and
-  clustering of held-out articles), ``long`` (long documents), ``fidelity`` (agreement with the teacher).
-- ``registry``: set type → evaluator, loading every set of a config, scoring a model on all of them,
-  and the fingerprint of what was evaluated. A new set type is a config class in
-  ``distill.config.eval_sets`` and an evaluator registered here.
+- ``base``: the set spec and :class:`Evaluator` interfaces and the result; one module per set type, its
+  spec beside its evaluator: ``sts``, ``retrieval`` (BEIR sets and held-out title/keyword retrieval),
+  ``labelled`` (classification and clustering of held-out articles), ``long`` (long documents),
+  ``fidelity`` (agreement with the teacher).
+- ``registry``: the set types (:data:`~registry.SET_TYPES`, from which the config's ``eval.sets`` union
+  and type → evaluator map are built), loading every set of a config, scoring a model on all of them,
+  and the fingerprint of what was evaluated. A new set type is one module holding its spec and its
+  evaluator, listed once in ``SET_TYPES``.
 - ``items``: the per-item scores the gate resamples; ``gate``: the paired bootstrap and the promotion
   decision; ``metrics``: the metric functions; ``report``: the Markdown report and plots.
 """

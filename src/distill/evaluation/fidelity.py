@@ -2,19 +2,32 @@
 
 from __future__ import annotations
 
-from distill.config.eval_sets import (
-    FidelitySet,
-)
+from typing import ClassVar, Literal
+
+from pydantic import Field
+
 from distill.errors import DataError
 from distill.evaluation import metrics
-from distill.evaluation.base import Evaluator, SetResult
+from distill.evaluation.base import Evaluator, HeldoutSet, SetResult
 from distill.sampling import spread_sample
+
+
+class FidelitySet(HeldoutSet):
+    """Held-out corpus texts; how closely a student's pairwise similarities follow the teacher's.
+    Reported beside the quality sets, never averaged into the mean score: it compares with the teacher,
+    and the teacher has no score of its own to compare."""
+
+    primary_metric: ClassVar[str] = "sim_spearman"
+    in_mean_score: ClassVar[bool] = False
+    type: Literal["fidelity"]
+    max_texts: int = Field(default=500, gt=1)
 
 
 class FidelityEvaluator(Evaluator):
     """How closely a model's pairwise similarities of held-out texts follow the teacher's (Spearman
     ×100, any dimensions), and the mean cosine to the teacher where the model shares its space."""
 
+    spec_class = FidelitySet
     uses_heldout = True
 
     def __init__(self, spec: FidelitySet, texts: list[str], text_type: str) -> None:

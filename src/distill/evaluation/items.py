@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-from distill.config.eval_sets import (
-    EvalSet,
-    is_quality_set,
-)
 from distill.evaluation.base import Items, set_items
-from distill.evaluation.registry import EVALUATORS
+from distill.evaluation.registry import EVALUATORS, EvalSet
 
 
 def primary_sets(specs: list[EvalSet], primary_metric: str):
     """The sets behind ``primary_metric`` with their resample functions, for :mod:`distill.evaluation.gate`:
     every quality set for ``mean_score``, else the one named set."""
-    chosen = [s for s in specs if is_quality_set(s) and primary_metric in ("mean_score", f"{s.name}/{s.primary_metric}")]
+    chosen = [s for s in specs if s.in_mean_score and primary_metric in ("mean_score", f"{s.name}/{s.primary_metric}")]
     return [(spec.name, EVALUATORS[spec.type].primary_on) for spec in chosen]
 
 

@@ -3,20 +3,60 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import numpy as np
 import pandas as pd
+from pydantic import Field, model_validator
 
-from distill.config.eval_sets import (
-    ClassificationSet,
-    LabelledSet,
-)
-from distill.encoding import Encoder
 from distill.errors import DataError
 from distill.evaluation import metrics
-from distill.evaluation.base import Evaluator, SetResult
+from distill.evaluation.base import Evaluator, HeldoutSet, SetResult
 from distill.readers import load_table
 from distill.sampling import seeded_fraction, spread_sample
+
+if TYPE_CHECKING:
+    from distill.encoding import Encoder
+
+
+class LabelledSet(HeldoutSet):
+    """Texts with labels: a file with ``text_column``/``label_column``, or (no path) the held-out
+    corpus documents that carry a label (BBC topics in the offline default); ``heldout_half`` applies
+    to the latter only."""
+
+    path: str | None = None
+    text_column: str = "text"
+    label_column: str = "label"
+    max_texts: int | None = Field(default=None, gt=1)
+
+    @model_validator(mode="after")
+    def _half_of_the_corpus(self) -> LabelledSet:
+        if self.path is not None and self.heldout_half is not None:
+            raise ValueError(f"eval set {self.name}: heldout_half chooses held-out corpus documents; a set read from "
+                             "path has none. Remove heldout_half or path")
+        return self
+
+
+class ClassificationSet(LabelledSet):
+    """Accuracy of a logistic-regression probe, cross-fitted: the texts fall into ``folds`` seeded
+    groups by document and each group is predicted by a probe trained on the others, so every text is
+    a test item; ``repeats`` draws of the folds are averaged, because which documents share a fold
+    moves the accuracy by about as much as its bootstrap interval is wide."""
+
+    primary_metric: ClassVar[str] = "accuracy"
+    type: Literal["classification"]
+    folds: int = Field(default=5, ge=2)
+    repeats: int = Field(default=5, ge=1)
+
+
+class ClusteringSet(LabelledSet):
+    """V-measure of k-means (k = number of labels), averaged over ``kmeans_runs`` seeded fits as MTEB
+    averages its clustering runs: on a few hundred texts one fit's score moves by several points with
+    its seed, noise that a bootstrap over texts does not see."""
+
+    primary_metric: ClassVar[str] = "v_measure"
+    type: Literal["clustering"]
+    kmeans_runs: int = Field(default=30, ge=1)
 
 
 class LabelledEvaluator(Evaluator):
@@ -76,6 +116,8 @@ class ClassificationEvaluator(LabelledEvaluator):
     seeded folds of documents, ``repeats`` times with fresh folds: every text is predicted by probes
     that never saw its document, and its item is the fraction of repeats that got it right."""
 
+    spec_class = ClassificationSet
+
     def __init__(self, spec: ClassificationSet, frame: pd.DataFrame, seed: int, text_type: str) -> None:
         super().__init__(spec, frame, seed, text_type)
         # folds[r, i]: the fold of text i in repeat r
@@ -111,6 +153,8 @@ class ClusteringEvaluator(LabelledEvaluator):
     """V-measure ×100 of k-means (k = number of labels) on all the set's texts, averaged over
     ``kmeans_runs`` fits with seeds ``seed``, ``seed + 1``, …; the items keep every fit's assignment,
     so a bootstrap resample re-scores all of them."""
+
+    spec_class = ClusteringSet
 
     def __call__(self, encoder, reference=None, to_reference_space=None):
         embeddings = self._encode(encoder)

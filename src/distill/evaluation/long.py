@@ -3,18 +3,39 @@
 from __future__ import annotations
 
 import random
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import numpy as np
+from pydantic import Field, model_validator
 
-from distill.config.eval_sets import (
-    LongSet,
-)
 from distill.errors import DataError
-from distill.evaluation.base import Evaluator, SetResult
+from distill.evaluation.base import Evaluator, HeldoutSet, SetResult
 from distill.evaluation.retrieval import judged_ranking
 from distill.longdocs import LongDocument, TokenCounter, documents_at_length, filler_sentences, needles, pass_keys
 from distill.readers import bbc_articles
+
+
+class LongSet(HeldoutSet):
+    """Synthetic long-document sets at each of ``lengths`` (student tokens), ``documents`` candidates
+    per length, built from held-out BBC text (LongEmbed's tasks, https://arxiv.org/abs/2404.12096):
+    ``passkey`` (find the document holding a name's pass key), ``needle`` (a one-sentence fact hidden in
+    news text) with nDCG@1, and ``long_retrieval`` (a held-out headline → its whole article, placed at a
+    random position among other articles) with nDCG@10. The primary metric averages every length."""
+
+    primary_metrics: ClassVar[dict[str, str]] = {"passkey": "ndcg@1", "needle": "ndcg@1", "long_retrieval": "ndcg@10"}
+    type: Literal["passkey", "needle", "long_retrieval"]
+    lengths: list[int] = Field(default_factory=lambda: [256, 512, 1024, 2048])
+    documents: int = Field(default=100, gt=1)  # targets and filler come from the set's heldout_half
+
+    @property
+    def primary_metric(self) -> str:  # type: ignore[override]
+        return self.primary_metrics[self.type]
+
+    @model_validator(mode="after")
+    def _check_lengths(self) -> LongSet:
+        if not self.lengths or any(n < 64 for n in self.lengths):
+            raise ValueError(f"eval set {self.name}: lengths must be a non-empty list of token counts >= 64")
+        return self
 
 
 class LongDocumentEvaluator(Evaluator):
@@ -24,7 +45,9 @@ class LongDocumentEvaluator(Evaluator):
     trec_eval; the per-item scores are one per query and length. Documents are built to a length in
     the *student's* tokens (``tokenizer``), so a truncating student sees exactly that many."""
 
+    spec_class = LongSet
     uses_heldout = True
+    needs_tokenizer = True
     measures: ClassVar[dict[str, str]] = {"ndcg@1": "ndcg_cut_1", "ndcg@10": "ndcg_cut_10"}
 
     def __init__(self, spec: LongSet, by_length: dict[int, list[LongDocument]]) -> None:

@@ -1,15 +1,14 @@
 """Metric building blocks on embeddings and per-item scores. Scores are ×100 unless named otherwise.
 
 Retrieval metrics come from ``pytrec_eval`` (trec_eval) in :mod:`distill.evaluation`; this module
-holds what no maintained library computes on embeddings directly.
+holds what no maintained library computes on embeddings directly. SciPy and scikit-learn load inside
+the functions that use them: the set-type modules import this one and are imported whenever a config
+is validated, which should not take seconds.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import spearmanr
-from sklearn.cluster import KMeans
-from sklearn.linear_model import LogisticRegression
 
 
 def normalize_rows(x: np.ndarray) -> np.ndarray:
@@ -24,6 +23,8 @@ def row_cosines(first: np.ndarray, second: np.ndarray) -> np.ndarray:
 
 def spearman(x: np.ndarray, y: np.ndarray) -> float:
     """Spearman correlation ×100."""
+    from scipy.stats import spearmanr
+
     return float(spearmanr(x, y).statistic * 100)
 
 
@@ -39,12 +40,16 @@ def top_k(queries: np.ndarray, documents: np.ndarray, k: int) -> tuple[np.ndarra
 
 def probe_predictions(train_x: np.ndarray, train_y: list[str], test_x: np.ndarray, seed: int) -> np.ndarray:
     """Labels predicted by a logistic-regression probe trained on embeddings (as MTEB does)."""
+    from sklearn.linear_model import LogisticRegression
+
     probe = LogisticRegression(max_iter=2000, random_state=seed)
     probe.fit(normalize_rows(train_x), train_y)
     return probe.predict(normalize_rows(test_x))
 
 
 def kmeans_assignment(x: np.ndarray, k: int, seed: int) -> np.ndarray:
+    from sklearn.cluster import KMeans
+
     return KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(normalize_rows(x))
 
 

@@ -1,9 +1,12 @@
-"""Set type → evaluator, and what runs them all.
+"""The set types, and what runs them all.
 
-:data:`EVALUATORS` maps each ``eval.sets`` type to its class; :func:`load_evaluators` loads a config's
-sets (held-out ones on their half of the held-out documents); :func:`score_model` runs every evaluator
-for one model; :func:`eval_spec` fingerprints what was evaluated (set configs, data file hashes,
-held-out documents), so scores are only ever compared on the same spec.
+:data:`SET_TYPES` lists each set type's evaluator once; from it come :data:`EVALUATORS` (``type`` →
+evaluator) and :data:`EvalSet`, the union that ``eval.sets`` and ``corpus.exclude_sets`` validate
+against. A new set type is one module beside the others (its spec and its evaluator) and one entry
+here. :func:`load_evaluators` loads a config's sets (held-out ones on their half of the held-out
+documents); :func:`score_model` runs every evaluator for one model; :func:`eval_spec` fingerprints what
+was evaluated (set configs, data file hashes, held-out documents), so scores are only ever compared on
+the same spec.
 """
 
 from __future__ import annotations
@@ -11,16 +14,12 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Union, get_args
 
 import numpy as np
 import pandas as pd
+from pydantic import Field
 
-from distill.config.eval_sets import (
-    EvalSet,
-    LongSet,
-    is_quality_set,
-)
-from distill.encoding import Encoder
 from distill.evaluation.base import Evaluator, Items, ToReferenceSpace
 from distill.evaluation.fidelity import FidelityEvaluator
 from distill.evaluation.labelled import ClassificationEvaluator, ClusteringEvaluator
@@ -29,17 +28,28 @@ from distill.evaluation.retrieval import RetrievalEvaluator, TitleRetrievalEvalu
 from distill.evaluation.sts import StsEvaluator
 from distill.sampling import heldout_half
 
+if TYPE_CHECKING:
+    from distill.encoding import Encoder
+
+SET_TYPES: tuple[type[Evaluator], ...] = (
+    StsEvaluator,
+    RetrievalEvaluator,
+    TitleRetrievalEvaluator,
+    ClassificationEvaluator,
+    ClusteringEvaluator,
+    FidelityEvaluator,
+    LongDocumentEvaluator,
+)
+
 EVALUATORS: dict[str, type[Evaluator]] = {
-    "sts": StsEvaluator,
-    "retrieval": RetrievalEvaluator,
-    "title_retrieval": TitleRetrievalEvaluator,
-    "classification": ClassificationEvaluator,
-    "clustering": ClusteringEvaluator,
-    "fidelity": FidelityEvaluator,
-    "passkey": LongDocumentEvaluator,
-    "needle": LongDocumentEvaluator,
-    "long_retrieval": LongDocumentEvaluator,
+    set_type: evaluator
+    for evaluator in SET_TYPES
+    for set_type in get_args(evaluator.spec_class.model_fields["type"].annotation)
 }
+
+# One eval.sets entry: the spec class whose ``type`` matches. Union over a tuple is how a union is
+# built from a list at run time (``X | Y`` needs the members written out).
+EvalSet = Annotated[Union[tuple(evaluator.spec_class for evaluator in SET_TYPES)], Field(discriminator="type")]  # noqa: UP007
 
 
 def heldout_documents(spec: EvalSet, heldout: pd.DataFrame | None, seed: int) -> pd.DataFrame | None:
@@ -54,9 +64,12 @@ def load_evaluators(specs: list[EvalSet], heldout: pd.DataFrame, seed: int, text
                     tokenizer=None) -> list[Evaluator]:
     """Load every configured set before any model runs, so bad input fails fast. ``tokenizer`` (the
     student's) measures the long-document sets' lengths."""
-    return [EVALUATORS[spec.type].load(spec, heldout_documents(spec, heldout, seed), seed, text_type,
-                                       **({"tokenizer": tokenizer} if isinstance(spec, LongSet) else {}))
-            for spec in specs]
+    loaded = []
+    for spec in specs:
+        evaluator = EVALUATORS[spec.type]
+        context = {"tokenizer": tokenizer} if evaluator.needs_tokenizer else {}
+        loaded.append(evaluator.load(spec, heldout_documents(spec, heldout, seed), seed, text_type, **context))
+    return loaded
 
 
 def file_evaluators(specs: list[EvalSet], seed: int, text_type: str) -> list[Evaluator]:
@@ -84,7 +97,7 @@ def score_model(
         result = evaluator(encoder, reference, to_reference_space)
         scores.update({f"{evaluator.name}/{k}": v for k, v in result.scores.items()})
         items.update({f"{evaluator.name}/{k}": v for k, v in result.items.items()})
-    primaries = [scores[f"{e.name}/{e.primary_metric}"] for e in evaluators if is_quality_set(e.spec)]
+    primaries = [scores[f"{e.name}/{e.primary_metric}"] for e in evaluators if e.spec.in_mean_score]
     if primaries:
         scores["mean_score"] = float(np.mean(primaries))
     return scores, items

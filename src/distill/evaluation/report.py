@@ -14,7 +14,6 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from distill.atomic import atomic_dir, atomic_files, write_json  # noqa: E402
-from distill.config.eval_sets import is_quality_set  # noqa: E402
 from distill.config.schema import ExportFormat, Params, export_role  # noqa: E402
 from distill.evaluation.gate import (
     Interval,  # noqa: E402
@@ -50,7 +49,7 @@ def verdict(params: Params, flat: dict, versus_baseline: Interval) -> str:
 
 def per_set_differences(params: Params, flat: dict) -> str:
     """Each quality set's own distilled − undistilled interval (evaluate writes one per quality set)."""
-    names = [s.name for s in params.eval.sets if is_quality_set(s) and f"student/vs_baseline/{s.name}/low" in flat]
+    names = [s.name for s in params.eval.sets if s.in_mean_score and f"student/vs_baseline/{s.name}/low" in flat]
     if not names:
         return ""
     cells = [f"`{n}` {interval_text(flat, f'student/vs_baseline/{n}')}" for n in names]
@@ -189,7 +188,7 @@ def heldout_line(params: Params) -> str:
 
 
 def report_text(params: Params, flat: dict, versus_baseline: Interval, images: str) -> str:
-    quality = [f"`{s.name}/{s.primary_metric}`" for s in params.eval.sets if is_quality_set(s)]
+    quality = [f"`{s.name}/{s.primary_metric}`" for s in params.eval.sets if s.in_mean_score]
     return f"""{verdict(params, flat, versus_baseline)}
 
 # Distillation report

@@ -5,24 +5,45 @@ by ``pytrec_eval``, per query, and BM25 as the lexical reference."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import numpy as np
 import pandas as pd
 import pytrec_eval
-from sklearn.feature_extraction.text import TfidfVectorizer
+from pydantic import Field
 
-from distill.config.eval_sets import (
-    RetrievalSet,
-)
 from distill.errors import DataError
 from distill.evaluation import metrics
-from distill.evaluation.base import Evaluator, Items, SetResult
+from distill.evaluation.base import Evaluator, HeldoutSet, Items, SetResult, SetSpec
 from distill.readers import (
     _read_jsonl,
     _read_qrels,
 )
 from distill.sampling import spread_sample
+
+
+class RetrievalSet(SetSpec):
+    """A BEIR folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv; trec_eval nDCG@10."""
+
+    primary_metric: ClassVar[str] = "ndcg@10"
+    type: Literal["retrieval"]
+    path: str
+    split: str = "test"
+
+
+class TitleRetrievalSet(HeldoutSet):
+    """Retrieval on held-out documents: each document gives one query, its passages are the relevant
+    ones, every held-out passage of the set's half is a candidate. ``queries``: ``titles`` (the BBC
+    headline) or ``keywords`` (the document's ``keywords`` highest TF-IDF words among the set's
+    documents: a query kind no training query mirrors, so a gain that is only headline-shaped shows).
+    Hundreds of queries from text no model trained on, so intervals are tight enough to tell a gain
+    from noise."""
+
+    primary_metric: ClassVar[str] = "ndcg@10"
+    type: Literal["title_retrieval"]
+    queries: Literal["titles", "keywords"] = "titles"
+    keywords: int = Field(default=4, ge=1)
+    max_queries: int | None = Field(default=None, gt=1)
 
 
 def judged_ranking(queries: np.ndarray, documents: np.ndarray, qrels: dict[str, dict[str, int]],
@@ -45,6 +66,7 @@ class RetrievalEvaluator(Evaluator):
     gain, as BEIR and MTEB report), averaged over the queries with at least one relevant document.
     Documents are ``title + " " + text``."""
 
+    spec_class = RetrievalSet
     measures: ClassVar[dict[str, str]] = {"ndcg@10": "ndcg_cut_10", "recall@100": "recall_100"}
 
     def __init__(self, spec: RetrievalSet, queries: list[str], documents: list[str], qrels: dict[str, dict[str, int]],
@@ -122,6 +144,7 @@ class TitleRetrievalEvaluator(RetrievalEvaluator):
     of that document; candidates: every held-out passage. Scored exactly as :class:`RetrievalEvaluator`.
     Queries are ``query`` texts, passages ``passage`` texts, as in any retrieval set."""
 
+    spec_class = TitleRetrievalSet
     uses_heldout = True
 
     @classmethod
@@ -158,6 +181,10 @@ def keyword_queries(heldout: pd.DataFrame, keywords: int) -> pd.DataFrame:
     documents, best first (ties by the word), as one query; columns ``doc_id, query`` (and ``label``
     where the corpus has one, so a ``max_queries`` sample spreads over topics)."""
     columns = {"text": ("text", " ".join), **({"label": ("label", "first")} if "label" in heldout else {})}
+    from sklearn.feature_extraction.text import (
+        TfidfVectorizer,  # scikit-learn loads when a set is built, not when configs validate
+    )
+
     documents = heldout.groupby("doc_id", sort=True).agg(**columns).reset_index()
     vectorizer = TfidfVectorizer(stop_words="english", token_pattern=r"(?u)\b[^\W\d_]{3,}\b", sublinear_tf=True)
     weights = vectorizer.fit_transform(documents["text"])

@@ -3,19 +3,27 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar, Literal
 
 import numpy as np
 
-from distill.config.eval_sets import (
-    StsSet,
-)
 from distill.evaluation import metrics
-from distill.evaluation.base import Evaluator, SetResult
+from distill.evaluation.base import Evaluator, SetResult, SetSpec
 from distill.readers import read_stsb_pairs
+
+
+class StsSet(SetSpec):
+    """Sentence pairs with human scores (STS-B layout); Spearman of cosine vs score."""
+
+    primary_metric: ClassVar[str] = "spearman"
+    type: Literal["sts"]
+    path: str
 
 
 class StsEvaluator(Evaluator):
     """Spearman ×100 between the cosine of each sentence pair and its human score."""
+
+    spec_class = StsSet
 
     def __init__(self, spec: StsSet, first: list[str], second: list[str], scores: list[float]) -> None:
         super().__init__(spec)

@@ -22,7 +22,6 @@ import numpy as np
 import pandas as pd
 import torch
 
-from distill.config.eval_sets import is_quality_set
 from distill.config.schema import Params, export_role
 from distill.encoding import Encoder, TruncatedEncoder, measure_throughput, teacher_encoder
 from distill.errors import DataError, ProvenanceError
@@ -46,7 +45,7 @@ def derived_metrics(results: dict[str, dict[str, float]], params: Params) -> dic
     """Retained % of the teacher (per quality set and mean score) and speed-up, for every student."""
     teacher = results["teacher"]
     derived = {}
-    keys = [f"{s.name}/{s.primary_metric}" for s in params.eval.sets if is_quality_set(s)] + ["mean_score"]
+    keys = [f"{s.name}/{s.primary_metric}" for s in params.eval.sets if s.in_mean_score] + ["mean_score"]
     for role in (r for r in results if r != "teacher"):
         for key in keys:
             if teacher.get(key) and key in results[role]:
@@ -65,7 +64,7 @@ def variant_metrics(
       documents on every retrieval set, with retained % of the teacher (the query side runs at the
       student's speed-up)."""
     flat: dict[str, float] = {}
-    quality = [e for e in evaluators if is_quality_set(e.spec)]
+    quality = [e for e in evaluators if e.spec.in_mean_score]
     for dim in info.get("matryoshka_dims") or []:
         scores, _ = score_model(TruncatedEncoder(student, dim), quality)
         flat.update({f"student_dim{dim}/{key}": value for key, value in scores.items()})

@@ -37,15 +37,17 @@ from sklearn.decomposition import PCA
 from transformers import set_seed
 
 from distill.atomic import atomic_dir, write_json
-from distill.config.schema import CANDIDATE_OBJECTIVES, TEXT_OBJECTIVES, Params
+from distill.config.schema import Params
 from distill.encoding import teacher_encoder
 from distill.errors import DataError
 from distill.readers import corpus_sha256, load_candidates, load_corpus, load_queries
 from distill.sampling import spread_sample
 from distill.student import DISTILLATION_FILE, PCA_FILE, add_projection, base_student, describe
+from distill.training.candidates import candidate_objective
 from distill.training.fit import _loss_curves, distributed, fit, launch_ranks
 from distill.training.long import long_training_targets, train_long
-from distill.training.objectives import candidate_objective, text_loss
+from distill.training.losses import weighted_loss
+from distill.training.objectives import objectives
 from distill.training.positions import check_extension, extend_positions
 from distill.training.samplers import _check_whole_batches
 
@@ -116,10 +118,10 @@ def run(params: Params) -> Path:
         query_texts = load_queries(params.paths.prepared)["query"].tolist()
         teacher.encode(query_texts, "query", desc="teacher queries")
         query_cache = teacher.cache("query")
-    candidates = load_candidates(params.paths.mined) if config.uses(CANDIDATE_OBJECTIVES) else None
+    candidates = load_candidates(params.paths.mined) if config.uses(objectives("candidates")) else None
     if candidates is not None and not len(candidates):
         raise DataError(
-            f"train.objectives {[o for o in CANDIDATE_OBJECTIVES if config.weight(o)]} need mined candidates, but "
+            f"train.objectives {[o for o in objectives('candidates') if config.weight(o)]} need mined candidates, but "
             f"{params.paths.mined} has none: add corpus.queries sources (or loosen mining.margin) and rerun "
             "prepare and label, or set those objectives to 0"
         )
@@ -130,7 +132,7 @@ def run(params: Params) -> Path:
     student_dim = student.get_embedding_dimension()
     teacher_dim = cache.dim
     pca = None
-    if not config.uses(("mse", "cosine")):
+    if not config.uses(objectives(teacher_space=True)):
         target_space = "student"  # similarity and score objectives compare across dimensions
     elif student_dim == teacher_dim or params.student.target_space == "teacher":
         target_space = "teacher"
@@ -178,9 +180,9 @@ def run(params: Params) -> Path:
         train_losses: dict[str, torch.nn.Module] = {}
         prompts = params.student.prompts
         dataset_prompts: dict[str, dict[str, str] | str] = {}
-        if config.uses(TEXT_OBJECTIVES):
+        if config.uses(objectives("texts")):
             train_sets["texts"] = text_dataset(train_texts, cache)
-            train_losses["texts"] = text_loss(student, config)
+            train_losses["texts"] = weighted_loss(student, config, "texts")
             dataset_prompts["texts"] = prompts.get(params.corpus.text_type, "")
             if query_texts:
                 train_sets["queries"] = text_dataset(query_texts, query_cache)

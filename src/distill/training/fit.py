@@ -21,6 +21,7 @@ from distill.config.schema import Params
 from distill.errors import DataError
 from distill.prompts import non_empty_prompts
 from distill.services.lock import holder_env
+from distill.training.objectives import objectives
 from distill.training.samplers import batch_sampler
 
 log = logging.getLogger(__name__)
@@ -79,7 +80,7 @@ def fit(student: SentenceTransformer, params: Params, scratch: str, train_sets: 
         save_strategy="no",
         report_to="none",
         # In-batch objectives need whole batches: a last batch of one text compares nothing.
-        dataloader_drop_last=config.uses(("similarity", "mnrl")),
+        dataloader_drop_last=config.uses(objectives(in_batch=True)),
         prompts=non_empty_prompts(dataset_prompts) or None,
         batch_sampler=batch_sampler(config.candidate_batch_size, long_lengths,
                                     config.long.token_budget if config.long else None),

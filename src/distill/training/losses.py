@@ -4,18 +4,28 @@ Every loss takes the student ``SentenceTransformer`` and is called by the traine
 texts and ``labels``: the teacher's embeddings of the same texts, shape ``(batch, teacher_dim)``, or
 for a query with mined candidates the teacher's scores, shape ``(batch, candidates)``.
 MSE and cosine distance on embeddings, MarginMSE, listwise KL and MultipleNegativesRanking are the
-library's own losses; the classes here add what it does not have.
+library's own losses; the classes here add what it does not have, and :func:`weighted_loss` sums the
+objectives a config weights (:mod:`distill.training.objectives`) into the one loss the trainer gets.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Literal
 
 import torch
 import torch.nn.functional as F
 from sentence_transformers import SentenceTransformer
+from sentence_transformers.sentence_transformer.losses import MatryoshkaLoss
 from sentence_transformers.util import all_gather, all_gather_with_grad, batch_to_device
 from torch import Tensor, nn
+
+from distill.errors import DataError
+from distill.training.fit import distributed
+from distill.training.objectives import OBJECTIVES, imported, objectives
+
+if TYPE_CHECKING:
+    from distill.config.schema import TrainConfig
 
 
 class _EmbeddingsLoss(nn.Module):
@@ -192,3 +202,28 @@ class WeightedSumLoss(nn.Module):
 
     def get_config_dict(self) -> dict:
         return {"weights": self.weights}
+
+
+def weighted_loss(model: SentenceTransformer, config: TrainConfig, data: Literal["texts", "candidates"]) -> nn.Module:
+    """The weighted sum of ``config``'s objectives on ``data`` (texts with teacher embeddings, or mined
+    candidates with teacher scores; see :data:`~distill.training.objectives.OBJECTIVES`), one student
+    pass per text column. Student scores are cosines. The candidate objectives are wrapped in
+    ``MatryoshkaLoss`` at ``train.matryoshka_dims`` (plus the full dimension)."""
+    parts, label_maps = {}, {}
+    for name in objectives(data):
+        if config.weight(name) <= 0:
+            continue
+        objective = OBJECTIVES[name]
+        options = objective.options(config) | ({"gather_across_devices": distributed()} if objective.in_batch else {})
+        parts[name] = (config.weight(name), imported(objective.loss)(model, **options))
+        if objective.labels is not None:
+            label_maps[name] = lambda labels, to_loss=objective.labels: to_loss(labels, config)
+    loss = WeightedSumLoss(model, parts, label_maps)
+    if data == "candidates" and config.matryoshka_dims:
+        full = model.get_embedding_dimension()
+        too_big = [d for d in config.matryoshka_dims if d > full]
+        if too_big:
+            raise DataError(f"train.matryoshka_dims {too_big} exceed the student's dimension {full}")
+        loss = MatryoshkaLoss(model, loss, matryoshka_dims=sorted({full, *config.matryoshka_dims}, reverse=True))
+    return loss
+

@@ -1,81 +1,85 @@
-"""The weighted training objectives: losses on teacher-labelled texts and on mined query candidates."""
+"""The training objectives ``train.objectives`` weights: for each name, the data it learns from, the
+loss that computes it, and what it needs of the batch and the labels.
+
+An objective is added here alone, one entry of :data:`OBJECTIVES` (and its loss class in
+:mod:`distill.training.losses` where the library has none): the config validates ``train.objectives``
+against this table, and :func:`distill.training.losses.weighted_loss` builds the loss the trainer gets
+from it. Loss classes are named by import path and load when training starts: the config imports
+this module whenever params are validated, and that should not load torch.
+"""
 
 from __future__ import annotations
 
-import numpy as np
-import pandas as pd
-import torch
-from datasets import Dataset
-from sentence_transformers import SentenceTransformer
-from sentence_transformers.sentence_transformer import losses
-from sentence_transformers.util import pairwise_cos_sim
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
 
-from distill.config.schema import CANDIDATE_OBJECTIVES, TEXT_OBJECTIVES, Params, TrainConfig
-from distill.errors import DataError
-from distill.training.fit import distributed
-from distill.training.losses import (
-    InBatchSimilarityLoss,
-    RelativeSimilarityLoss,
-    WeightedSumLoss,
-)
+if TYPE_CHECKING:
+    from distill.config.schema import TrainConfig
+
+LIBRARY = "sentence_transformers.sentence_transformer.losses"
+COSINE = "sentence_transformers.util:pairwise_cos_sim"
 
 
-def text_loss(model: SentenceTransformer, config: TrainConfig) -> WeightedSumLoss:
-    """The weighted text objectives on texts labelled with teacher embeddings ``(batch, teacher_dim)``."""
-    parts = {
-        "similarity": InBatchSimilarityLoss(model, gather_across_devices=distributed()),
-        "mse": losses.EmbedDistillLoss(model, distance_metric="mse"),
-        "cosine": losses.EmbedDistillLoss(model, distance_metric="cosine"),
-    }
-    as_columns = {"mse": lambda x: [x], "cosine": lambda x: [x]}  # one teacher embedding per text column
-    return WeightedSumLoss(model, {n: (config.weight(n), parts[n]) for n in TEXT_OBJECTIVES if config.weight(n) > 0},
-                           as_columns)
+def imported(path: str) -> Any:
+    """The object at ``"module:name"``."""
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
-def candidate_loss(model: SentenceTransformer, config: TrainConfig) -> torch.nn.Module:
-    """The weighted candidate objectives on ``(query, positive, negative_1…)`` with teacher scores
-    ``(batch, 1 + negatives)``; student scores are cosines. Scores enter as score / temperature: KL
-    takes both temperatures, MarginMSE and the rank term get the teacher's scores rescaled into the
-    student's cosine units (identity for the bi-encoder teacher, whose scores are cosines too)."""
-    student_t, teacher_t = config.student_temperature, config.teacher_temperature
-    parts = {
-        "margin_mse": losses.MarginMSELoss(model, similarity_fct=pairwise_cos_sim),
-        "kl": losses.DistillKLDivLoss(model, similarity_fct=pairwise_cos_sim, student_temperature=student_t,
-                                      teacher_temperature=teacher_t),
-        "mnrl": losses.MultipleNegativesRankingLoss(model, scale=1 / student_t, gather_across_devices=distributed()),
-        "relative": RelativeSimilarityLoss(model),
-    }
-    in_cosine_units = lambda scores: scores * (student_t / teacher_t)  # noqa: E731
-    loss = WeightedSumLoss(
-        model, {n: (config.weight(n), parts[n]) for n in CANDIDATE_OBJECTIVES if config.weight(n) > 0},
-        {"margin_mse": in_cosine_units, "relative": in_cosine_units},
-    )
-    if config.matryoshka_dims:
-        full = model.get_embedding_dimension()
-        too_big = [d for d in config.matryoshka_dims if d > full]
-        if too_big:
-            raise DataError(f"train.matryoshka_dims {too_big} exceed the student's dimension {full}")
-        dims = sorted({full, *config.matryoshka_dims}, reverse=True)
-        loss = losses.MatryoshkaLoss(model, loss, matryoshka_dims=dims)
-    return loss
+def in_cosine_units(scores, config: TrainConfig):
+    """Teacher scores rescaled into the student's cosine units (identity for the bi-encoder teacher,
+    whose scores are cosines too): score / teacher temperature × student temperature."""
+    return scores * (config.student_temperature / config.teacher_temperature)
 
 
-def candidate_dataset(candidates: pd.DataFrame) -> Dataset:
-    """Columns ``query, positive, negative_1…`` and ``label`` (teacher scores, positive first)."""
-    width = len(candidates["candidates"].iloc[0])
-    columns = {"query": candidates["query"].tolist(), "positive": [c[0] for c in candidates["candidates"]]}
-    for i in range(1, width):
-        columns[f"negative_{i}"] = [c[i] for c in candidates["candidates"]]
-    columns["label"] = [np.asarray(s, dtype=np.float32).tolist() for s in candidates["scores"]]
-    return Dataset.from_dict(columns)
+@dataclass(frozen=True)
+class Objective:
+    """One weighted objective.
+
+    ``data``: ``texts`` (corpus texts labelled with teacher embeddings, ``(batch, teacher_dim)``) or
+    ``candidates`` (a mined query with its positive and negatives, labelled with teacher scores
+    ``(batch, 1 + negatives)``). ``loss``: the loss class as ``"module:Class"``, called with the student
+    and ``options(config)``. ``labels``: the teacher labels as this loss takes them (default: as they
+    are). ``teacher_space``: compares the student's embeddings with the teacher's (through a projection
+    where dimensions differ). ``in_batch``: the batch's other examples are its negatives or its
+    relations, so batches must be whole and under DDP it gathers across processes."""
+
+    data: Literal["texts", "candidates"]
+    loss: str
+    options: Callable[[TrainConfig], dict[str, Any]] = field(default=lambda config: {})
+    labels: Callable[[Any, TrainConfig], Any] | None = None
+    teacher_space: bool = False
+    in_batch: bool = False
 
 
-def candidate_objective(student: SentenceTransformer, params: Params,
-                        candidates: pd.DataFrame) -> tuple[Dataset, torch.nn.Module, dict[str, str]]:
-    """The candidate objectives as the trainer takes them: the dataset, its loss and each column's prompt
-    (the query prompt on queries, the passage prompt on candidates)."""
-    dataset = candidate_dataset(candidates)
-    prompts = params.student.prompts
-    column_prompts = {column: prompts.get("query" if column == "query" else "passage", "")
-                      for column in dataset.column_names if column != "label"}
-    return dataset, candidate_loss(student, params.train), column_prompts
+OBJECTIVES: dict[str, Objective] = {
+    # In-batch similarity matrices (Jasper and Stella; RKD): the student keeps its own space.
+    "similarity": Objective("texts", "distill.training.losses:InBatchSimilarityLoss", in_batch=True),
+    # The teacher's embeddings themselves (LEAF-style alignment), by squared error or cosine distance.
+    "mse": Objective("texts", f"{LIBRARY}:EmbedDistillLoss", lambda config: {"distance_metric": "mse"},
+                     labels=lambda embeddings, config: [embeddings], teacher_space=True),
+    "cosine": Objective("texts", f"{LIBRARY}:EmbedDistillLoss", lambda config: {"distance_metric": "cosine"},
+                        labels=lambda embeddings, config: [embeddings], teacher_space=True),
+    # The teacher's score margins between a query's positive and each negative (Hofstätter et al., 2020).
+    "margin_mse": Objective("candidates", f"{LIBRARY}:MarginMSELoss",
+                            lambda config: {"similarity_fct": imported(COSINE)}, labels=in_cosine_units),
+    # The teacher's distribution over a query's candidates (listwise KL), at both temperatures.
+    "kl": Objective("candidates", f"{LIBRARY}:DistillKLDivLoss",
+                    lambda config: {"similarity_fct": imported(COSINE),
+                                    "student_temperature": config.student_temperature,
+                                    "teacher_temperature": config.teacher_temperature}),
+    # The teacher's positive against the hard and in-batch negatives (InfoNCE).
+    "mnrl": Objective("candidates", f"{LIBRARY}:MultipleNegativesRankingLoss",
+                      lambda config: {"scale": 1 / config.student_temperature}, in_batch=True),
+    # Jasper's pairwise rank term on the candidates' teacher scores.
+    "relative": Objective("candidates", "distill.training.losses:RelativeSimilarityLoss", labels=in_cosine_units),
+}
+
+
+def objectives(data: Literal["texts", "candidates"] | None = None, *, teacher_space: bool | None = None,
+               in_batch: bool | None = None) -> tuple[str, ...]:
+    """The names of the objectives with these properties (``None``: either), in table order."""
+    return tuple(name for name, o in OBJECTIVES.items()
+                 if data in (None, o.data) and teacher_space in (None, o.teacher_space) and in_batch in (None, o.in_batch))

@@ -10,6 +10,7 @@ from torch.utils.data import RandomSampler
 from distill.config.schema import TrainConfig
 from distill.encoding import pack_by_tokens
 from distill.errors import DataError
+from distill.training.objectives import objectives
 
 
 def batch_sampler(candidate_batch_size: int, long_lengths: list[int] | None = None, token_budget: int | None = None):
@@ -34,7 +35,7 @@ def batch_sampler(candidate_batch_size: int, long_lengths: list[int] | None = No
 def _check_whole_batches(config: TrainConfig, train_sets: dict[str, Dataset]) -> None:
     """In-batch objectives drop the last partial batch: a dataset smaller than one batch would train
     for zero steps and save the untouched student as if distilled."""
-    if not config.uses(("similarity", "mnrl")):
+    if not config.uses(objectives(in_batch=True)):
         return
     for name, dataset in train_sets.items():
         size, key = ((config.candidate_batch_size, "train.candidate_batch_size") if name == "candidates"
