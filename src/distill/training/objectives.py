@@ -58,6 +58,7 @@ OBJECTIVES: dict[str, Objective] = {
     # In-batch similarity matrices (Jasper and Stella; RKD): the student keeps its own space.
     "similarity": Objective("texts", "distill.training.losses:InBatchSimilarityLoss", in_batch=True),
     # The teacher's embeddings themselves (LEAF-style alignment), by squared error or cosine distance.
+    # (EmbedDistillLoss takes one teacher embedding per text column, hence the one-element list.)
     "mse": Objective("texts", f"{LIBRARY}:EmbedDistillLoss", lambda config: {"distance_metric": "mse"},
                      labels=lambda embeddings, config: [embeddings], teacher_space=True),
     "cosine": Objective("texts", f"{LIBRARY}:EmbedDistillLoss", lambda config: {"distance_metric": "cosine"},
