@@ -2,7 +2,7 @@
 ``eval.sets``), the evaluator interface, and the per-item scores an evaluator returns.
 
 A set type is one module in :mod:`distill.evaluation` holding both its spec and its evaluator (the
-evaluator's ``spec`` names the spec class), listed once in :data:`distill.evaluation.registry.SET_TYPES`.
+evaluator's ``spec_class`` names the spec class), listed once in :data:`distill.evaluation.registry.SET_TYPES`.
 These modules are imported when a config is validated, so they import no model library: the encoder
 arrives as an argument and the heavy metric libraries load inside :mod:`~distill.evaluation.metrics`."""
 
