@@ -207,9 +207,8 @@ class LongTrainConfig(_Section):
 
 
 class TrainConfig(_Section):
-    # Weighted objectives, by name (distill.training.objectives lists them with what each learns from).
-    # On corpus texts with teacher embeddings: similarity, mse, cosine. On mined query candidates with
-    # teacher scores: margin_mse, kl, mnrl, relative. Weight 0 = off.
+    # Weighted objectives, by name: OBJECTIVES in distill.training.objectives lists each with what it
+    # learns from (texts with teacher embeddings, or mined query candidates with teacher scores). Weight 0 = off.
     # The default is the best of bench/ablation.py on the default config's held-out sets (RESULTS.md).
     objectives: dict[str, Float] = Field(default_factory=lambda: {"margin_mse": 1.0})
     # asymmetric: only queries are encoded by the student, documents stay teacher-encoded ("LEAF:
