@@ -2,6 +2,7 @@
 teacher-labelled text it learns from and the training compute it spends.
 
     python bench/scaling.py [--points a,b,...] [--steps prepare,label,train,evaluate] [--set key=value ...]
+                            [--results bench/out/scaling/<name>.json]
     python bench/scaling.py --render bench/out/scaling/results.json     # table and plot of an earlier run
 
 Every point is ``params.yaml`` plus overrides: a training-text size (``default``: the corpus of
@@ -23,7 +24,9 @@ reads a held-out article, so every point is scored on the same documents) and an
 - ``static``: the static student of ``params/static.yaml`` (a Model2Vec distillation of the teacher,
   regressed onto the teacher's embeddings of every labelled text), whose undistilled baseline is its
   plain distillation; ``static-lr1e-3``, ``static-lr5e-2`` and ``static-20ep`` vary its learning rate
-  and epochs, to choose them on dev.
+  and epochs, to choose them on dev;
+- ``queries-seed1`` … ``queries-seed3``: the shipped recipe at other training seeds (``train.seed``), the
+  run-to-run spread of one recipe.
 
 Each point is evaluated on the test sets of ``params.yaml`` and the dev sets of ``params/dev.yaml`` at
 once (one run, the same texts for teacher, undistilled and distilled student). Recipes are chosen on
@@ -33,7 +36,7 @@ interval of the difference divided by the lead. Cost per point: training article
 queries, teacher-labelled texts and the teacher seconds they cost (texts x the teacher's seconds per
 text, timed on a fixed sample in this run), and training steps and seconds.
 
-Writes ``bench/out/scaling/results.json`` after every point (a long study shows its results as it
+Writes ``bench/out/scaling/results.json`` (or ``--results``) after every point (a long study shows its results as it
 goes, and rows of points an earlier run measured are kept, each with the commit and command it came
 from), prints the table, and draws ``bench/plots/scaling.png``.
 """
@@ -43,6 +46,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -98,6 +102,9 @@ OBJECTIVES.update({
     "static-lr5e-2": ["train.learning_rate=0.05"],
     "static-20ep": ["train.epochs=20"],
 })
+# The shipped recipe at three more training seeds (train.seed: the split, labels and evaluation stay
+# as they are): one recipe's run-to-run spread, the noise every difference between points is read against.
+OBJECTIVES.update({f"queries-seed{seed}": [f"train.seed={seed}"] for seed in (1, 2, 3)})
 POINTS = {f"{size}/{objective}": (size, objective) for size in TEXT_SIZES for objective in OBJECTIVES}
 TEACHER_SAMPLE = 64  # training passages timed through the teacher (no cache) for its seconds per text
 
@@ -207,7 +214,9 @@ def plot(rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
-    frame = pd.DataFrame([{"objective": r["point"].split("/")[1], "teacher_texts": r["cost"]["teacher_texts"],
+    # A recipe's seeds are one series: their spread at one x is its run-to-run noise.
+    frame = pd.DataFrame([{"objective": re.sub(r"-seed\d+$", "", r["point"].split("/")[1]),
+                           "teacher_texts": r["cost"]["teacher_texts"],
                            "train_seconds": r["cost"]["train_seconds"], "share": r["test"]["share_pct"][0],
                            "low": r["test"]["share_pct"][1], "high": r["test"]["share_pct"][2]} for r in rows])
     for axis, x, label in ((axes[0], "teacher_texts", "teacher-labelled training texts (passages, and queries where used)"),
@@ -228,6 +237,10 @@ def plot(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def plot_path(results: Path) -> Path:
+    return PLOT if results.stem == "results" else PLOT.with_name(f"scaling-{results.stem}.png")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--points", default=",".join(POINTS), help=f"comma-separated, from: {', '.join(POINTS)}")
@@ -235,22 +248,25 @@ def main() -> int:
     parser.add_argument("--steps", default="prepare,label,train,evaluate",
                         help="comma-separated steps per point; 'evaluate' re-scores each point's saved student")
     parser.add_argument("--render", type=Path, metavar="JSON", help="table and plot of an earlier run, run nothing")
+    parser.add_argument("--results", type=Path, default=OUT / "results.json",
+                        help="where rows are kept and added; another name draws bench/plots/scaling-<name>.png")
     args = parser.parse_args()
     os.chdir(ROOT)
     if args.render:
         rows = [analysed(row, args.set) for row in json.loads(args.render.read_text())["rows"]]
         print("\n".join(table(rows)))
-        plot(rows, PLOT)
+        plot(rows, plot_path(args.render))
         return 0
     points = args.points.split(",")
     if unknown := [p for p in points if p not in POINTS]:
         parser.error(f"unknown points {unknown}; choose from {list(POINTS)}")
     command = f"python bench/scaling.py --points {args.points}" + "".join(f" --set {s}" for s in args.set) + (
-        f" --steps {args.steps}" if args.steps != parser.get_default("steps") else "")
+        f" --steps {args.steps}" if args.steps != parser.get_default("steps") else "") + (
+        f" --results {args.results}" if args.results != parser.get_default("results") else "")
     started = provenance(command, ROOT)
     # Points measured by earlier runs stay in the results, each row with its own provenance, so a
     # study can be run in parts; a point run again replaces its row.
-    results = ROOT / OUT / "results.json"
+    results = ROOT / args.results
     saved = json.loads(results.read_text()) if results.is_file() else {"rows": []}
     earlier = {r["point"]: {"provenance": saved.get("provenance"), **r} for r in saved["rows"]}
     teacher_s_per_text = None
@@ -272,7 +288,7 @@ def main() -> int:
               flush=True)
         results.parent.mkdir(parents=True, exist_ok=True)
         results.write_text(json.dumps({"teacher_seconds_per_text": teacher_s_per_text, "rows": rows}, indent=2))
-        plot(rows, ROOT / PLOT)
+        plot(rows, ROOT / plot_path(args.results))
     return 0
 
 

@@ -12,7 +12,11 @@ trainer's collator does; the labels are fixed seeded scores. Loss values are com
 One step is forward and backward of
 ``train.objectives`` (MarginMSE inside MatryoshkaLoss by default). The two ways alternate, after a
 warm-up each; the median and range of ``--repeats`` steps are printed with the loss values (equal
-within fp32 tolerance) and the texts per second of training.
+within fp32 tolerance) and the texts per second of training. Where the time goes: each way's
+floating-point operations per step (``torch.utils.flop_counter``), the GFLOP/s that makes, and the
+share of this process's fp32 matrix-multiply peak (the best of square matmuls, same threads), with
+the share of the tokens it computes that are padding. At the peak a step cannot be faster than
+its FLOPs divided by it: that bounds what any rewrite of the forward pass can gain here.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from pathlib import Path
 
 import torch
 from sentence_transformers.base.losses.merged_forward import column_merging_disabled
+from torch.utils.flop_counter import FlopCounterMode
 
 from distill.config.loader import load_params
 from distill.readers import bbc_articles
@@ -49,6 +54,33 @@ def fixed_batch(params) -> tuple[list[list[str]], torch.Tensor]:
         columns.append([prompts.get("passage", "") + p for p in first[n * queries : (n + 1) * queries]])
     labels = torch.rand(queries, negatives + 1, generator=torch.Generator().manual_seed(params.seed))
     return columns, labels
+
+
+def matmul_peak(size: int = 2048, repeats: int = 5) -> float:
+    """The best fp32 GFLOP/s of a square matmul in this process: the ceiling a training step is measured against."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    torch.mm(a, b)
+    best = min(_timed(lambda: torch.mm(a, b)) for _ in range(repeats))
+    return 2 * size**3 / best / 1e9
+
+
+def _timed(run) -> float:
+    start = time.perf_counter()
+    run()
+    return time.perf_counter() - start
+
+
+def padding_share(features: list[dict], merged: bool) -> float:
+    """Share of the token positions a way computes that are padding: per column, or the query column
+    plus every candidate padded to the widest candidate."""
+    masks = [f["attention_mask"] for f in features]
+    real = sum(int(m.sum()) for m in masks)
+    if merged:
+        widest = max(m.shape[1] for m in masks[1:])
+        computed = masks[0].numel() + sum(m.shape[0] for m in masks[1:]) * widest
+    else:
+        computed = sum(m.numel() for m in masks)
+    return 1 - real / computed
 
 
 def main() -> int:
@@ -97,6 +129,20 @@ def main() -> int:
     base, merged = (statistics.median(seconds[w]) for w in ways)
     print(f"\nspeed-up of the merged pass: {base / merged:.2f}x; loss difference "
           f"{abs(values['one pass per column'] - values['query pass + merged candidates']):.2e}")
+
+    peak = matmul_peak()
+    print(f"\nfp32 matmul peak of this process: {peak:.0f} GFLOP/s ({torch.get_num_threads()} threads)\n")
+    print("| forward | GFLOP per step | GFLOP/s | share of the matmul peak | padding share of tokens | "
+          "fastest step at the peak (s) |\n|---|---|---|---|---|---|")
+    padding = {way: padding_share(features, merged=context is not column_merging_disabled) for way, context in ways.items()}
+    for way, context in ways.items():
+        counter = FlopCounterMode(display=False)
+        with context(), counter:
+            step()
+        gflop = counter.get_total_flops() / 1e9
+        median = statistics.median(seconds[way])
+        print(f"| {way} | {gflop:.0f} | {gflop / median:.0f} | {gflop / median / peak:.0%} | "
+              f"{padding[way]:.0%} | {gflop / peak:.2f} |")
     return 0
 
 

@@ -31,3 +31,19 @@ def test_trained_student_follows_the_teacher_more_closely_than_untrained(tmp_pat
     # The held-out loss (the text objective on held-out texts, logged every 5 steps and at the end) falls.
     curve = pd.read_csv(f"{params.paths.plots}/training/eval_loss.csv")
     assert len(curve) >= 3 and curve["eval_loss"].iloc[-1] < 0.9 * curve["eval_loss"].iloc[0], curve.to_string()
+
+
+def test_training_seed_repeats_a_run_and_another_seed_varies_it(tmp_path):
+    """``train.seed`` alone decides the training run: the same seed gives the same weights, another
+    seed other weights, from the same prepared split and labels (which the top-level seed drew)."""
+    params = load_params(labelled_tiny_project(tmp_path, train={"max_steps": 3}))
+    students = {}
+    for run, seed in (("a", 1), ("b", 1), ("c", 2)):
+        run_params = params.model_copy(update={
+            "train": params.train.model_copy(update={"seed": seed}),
+            "paths": params.paths.model_copy(update={"student": str(tmp_path / f"student-{run}")}),
+        })
+        train.run(run_params)
+        students[run] = fingerprint(SentenceTransformer(run_params.paths.student))
+    assert students["a"] == students["b"]
+    assert students["a"] != students["c"]

@@ -223,6 +223,9 @@ class TrainConfig(_Section):
     matryoshka_dims: list[int] = Field(default_factory=lambda: [64, 128, 256])
     epochs: Float = Field(default=1.0, gt=0)
     max_steps: int = -1
+    # Training's own seed (new layers' init, dropout, batch order); null = the top-level seed, which also
+    # draws the held-out split and the evaluation. Vary this one to see one recipe's run-to-run spread.
+    seed: int | None = None
     # DDP processes on this machine (torchrun --nproc_per_node): gloo on CPU, nccl with one GPU each;
     # batch sizes are per process, in-batch objectives see the global batch.
     processes: int = Field(default=1, gt=0)
@@ -357,6 +360,10 @@ class Params(_Section):
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     # "register" would shadow BaseModel.register; params.yaml still spells it ``register``.
     registry: RegisterConfig = Field(default_factory=RegisterConfig, alias="register")
+
+    @property
+    def train_seed(self) -> int:
+        return self.seed if self.train.seed is None else self.train.seed
 
     @model_validator(mode="after")
     def _check_prompts(self) -> Params:

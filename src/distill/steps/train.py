@@ -96,7 +96,7 @@ def run(params: Params) -> Path:
     ``train.processes`` above 1, on that many DDP ranks, of which rank 0 saves."""
     if params.train.processes > 1 and not distributed():
         return launch_ranks(params)
-    set_seed(params.seed)
+    set_seed(params.train_seed)
     corpus = load_corpus(params.paths.prepared)
     train_frame = corpus[corpus["split"] == "train"]
     eval_frame = spread_sample(corpus[corpus["split"] == "heldout"], params.train.eval_texts, params.seed, "train/eval")
@@ -155,7 +155,7 @@ def run(params: Params) -> Path:
                 f"at least {student_dim} training texts; the corpus has {len(train_texts)}. Add text "
                 "(corpus.sources, corpus.max_texts) or set student.target_space: teacher"
             )
-        pca = PCA(n_components=student_dim, random_state=params.seed).fit(cache.get(train_texts))
+        pca = PCA(n_components=student_dim, random_state=params.train_seed).fit(cache.get(train_texts))
     long_targets = long_training_targets(params, teacher) if config.long is not None else None
     del teacher  # free the teacher's memory before training
     # Nothing is checkpointed: the final weights are saved below, atomically, and the trainer's
@@ -226,6 +226,7 @@ def run(params: Params) -> Path:
         "train_texts": len(train_texts),
         "train_queries": len(candidates) if candidates is not None else 0,
         "train_steps": max((int(h["step"]) for h in history if "step" in h), default=0),
+        "seed": params.train_seed,
         "objectives": {k: v for k, v in config.objectives.items() if v > 0},
         "mode": config.mode,
         "matryoshka_dims": config.matryoshka_dims,

@@ -71,8 +71,8 @@ def fit(student: SentenceTransformer, params: Params, scratch: str, train_sets: 
         learning_rate=learning_rate,
         warmup_steps=config.warmup_ratio,  # a float below 1 is a fraction of all steps
         weight_decay=weight_decay,
-        seed=params.seed,
-        data_seed=params.seed,
+        seed=params.train_seed,
+        data_seed=params.train_seed,
         bf16=use_bf16,
         eval_strategy="steps" if eval_dataset is not None else "no",
         eval_steps=config.eval_steps,
