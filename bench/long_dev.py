@@ -94,11 +94,14 @@ def main() -> int:
                 return 0
             student = load_model(str(SHORT_STUDENT), field="short student")
             native = extend_positions(student, params.student.extend_positions)
-            targets = long_training_targets(params, teacher_encoder(params, params.paths.teacher_cache))
+            teacher = teacher_encoder(params, params.paths.teacher_cache)
+            targets = long_training_targets(params, teacher)
+            label_caches = (teacher.cache("query"), teacher.cache(params.corpus.text_type))
+            del teacher  # free its memory before training
             short_sets, short_losses, short_prompts = {}, {}, {}
             if params.train.long.full_epochs:  # the full stage mixes in the short candidate objectives
                 short_sets["candidates"], short_losses["candidates"], short_prompts["candidates"] = \
-                    candidate_objective(student, params, load_candidates(params.paths.mined))
+                    candidate_objective(student, params, load_candidates(params.paths.mined), label_caches)
             train_long(student, params, scratch, native, targets, short_sets, short_losses, short_prompts, offset=0)
             student.save(str(OUT / args.tune))
             row(args.tune, Encoder(model=student, name="dev tuned", **fresh))

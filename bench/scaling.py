@@ -25,6 +25,9 @@ reads a held-out article, so every point is scored on the same documents) and an
   regressed onto the teacher's embeddings of every labelled text), whose undistilled baseline is its
   plain distillation; ``static-lr1e-3``, ``static-lr5e-2`` and ``static-20ep`` vary its learning rate
   and epochs, to choose them on dev;
+- ``queries+inbatch`` and ``inbatch``: the teacher's distribution of each query over every passage of
+  the batch (``in_batch_kl``, TAS-B's in-batch supervision, from the cached teacher embeddings), beside
+  the shipped margins and alone, both in MatryoshkaLoss;
 - ``queries-seed1`` … ``queries-seed3``: the shipped recipe at other training seeds (``train.seed``), the
   run-to-run spread of one recipe.
 
@@ -101,6 +104,12 @@ OBJECTIVES.update({
     "static-lr1e-3": ["train.learning_rate=0.001"],
     "static-lr5e-2": ["train.learning_rate=0.05"],
     "static-20ep": ["train.epochs=20"],
+})
+# The teacher's in-batch distribution over every passage of the batch (in_batch_kl, from its cached
+# embeddings: no teacher cost), beside the shipped margins (TAS-B's dual supervision) and alone.
+OBJECTIVES.update({
+    "queries+inbatch": ["train.objectives={in_batch_kl: 1.0, margin_mse: 1.0}"],
+    "inbatch": ["train.objectives={in_batch_kl: 1.0, margin_mse: 0.0}"],
 })
 # The shipped recipe at three more training seeds (train.seed: the split, labels and evaluation stay
 # as they are): one recipe's run-to-run spread, the noise every difference between points is read against.

@@ -2,6 +2,9 @@
 teacher's labels follows the teacher more closely than the same copy untrained (the undistilled
 baseline of the same run), and its training loss falls. A trainer that changes no weight fails."""
 
+import json
+from pathlib import Path
+
 import pandas as pd
 from sentence_transformers import SentenceTransformer
 
@@ -47,3 +50,14 @@ def test_training_seed_repeats_a_run_and_another_seed_varies_it(tmp_path):
         students[run] = fingerprint(SentenceTransformer(run_params.paths.student))
     assert students["a"] == students["b"]
     assert students["a"] != students["c"]
+
+
+def test_in_batch_kl_trains_beside_margin_mse_from_the_teachers_label_caches(tmp_path):
+    """The objective that takes the teacher's embeddings gets them from the label step's caches, through
+    the trainer's collator and MatryoshkaLoss, beside a score objective: the weights move."""
+    params = load_params(labelled_tiny_project(
+        tmp_path, train={"max_steps": 2, "objectives": {"in_batch_kl": 1.0, "margin_mse": 1.0}}))
+    train.run(params)
+    info = json.loads((Path(params.paths.student) / "distillation.json").read_text())
+    assert info["objectives"] == {"in_batch_kl": 1.0, "margin_mse": 1.0} and info["train_steps"] == 2
+    assert fingerprint(SentenceTransformer(params.paths.student)) != fingerprint(base_student(params))

@@ -1,3 +1,5 @@
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 from sentence_transformers.sentence_transformer import losses
@@ -5,7 +7,9 @@ from sentence_transformers.sentence_transformer import losses
 from distill.config.schema import TrainConfig
 from distill.errors import DataError
 from distill.models import prune_layers
+from distill.training.candidates import candidate_dataset
 from distill.training.losses import (
+    InBatchKLDivLoss,
     InBatchSimilarityLoss,
     QueryDocumentSimilarityLoss,
     RelativeSimilarityLoss,
@@ -131,6 +135,47 @@ def test_matryoshka_wraps_the_candidate_objectives(minilm):
     assert torch.isfinite(wrapped([student.tokenize(c) for c in texts], torch.tensor([[0.5, 0.1], [0.4, 0.3]])))
     with pytest.raises(DataError, match="exceed the student's dimension 384"):
         weighted_loss(student, TrainConfig(objectives={"margin_mse": 1.0}, matryoshka_dims=[512]), "candidates")
+
+
+class _Labels:
+    """A label cache stand-in: the given model's own embeddings of any texts."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def get(self, texts):
+        return self.model.encode(texts, convert_to_numpy=True)
+
+
+def test_in_batch_kl_reads_the_teachers_embeddings_of_every_passage_in_the_batch(minilm):
+    """With the student's own embeddings as the teacher's, the in-batch distributions agree (loss 0)
+    only if the teacher's passage rows are laid out as the student's passages are (column by column);
+    a margin_mse beside it still gets the scores alone, and another teacher gives a loss and gradients."""
+    student = prune_layers(minilm, [0, 1])
+    student.eval()  # no dropout: the loss compares two encodings of the same texts
+    candidates = pd.DataFrame({"query": ["what rose today", "why fell stocks", "who won the match"],
+                               "candidates": [["shares rose sharply", "rain is due", "the cat sat"],
+                                              ["stocks fell on news", "a new phone", "the match ended"],
+                                              ["the final score", "prices climbed", "storms ahead"]],
+                               "scores": [[0.7, 0.2, 0.1], [0.6, 0.3, 0.4], [0.8, 0.1, 0.2]]})
+    own = _Labels(student)
+    dataset = candidate_dataset(candidates, (own, own))
+    labels = torch.tensor(np.asarray(dataset["label"]))
+    assert labels.shape == (3, 4, 1 + student.get_embedding_dimension())
+    columns = [student.tokenize(dataset[column]) for column in ("query", "positive", "negative_1", "negative_2")]
+    config = TrainConfig(objectives={"in_batch_kl": 1.0, "margin_mse": 1.0}, matryoshka_dims=[])
+    combined = weighted_loss(student, config, "candidates")
+    assert torch.equal(combined.label_maps["margin_mse"](labels), torch.tensor(candidates["scores"].tolist()))
+    with torch.no_grad():
+        embeddings = [student(c)["sentence_embedding"] for c in columns]
+    assert combined.parts["in_batch_kl"].compute_loss_from_embeddings(embeddings, labels).item() < 1e-5
+    shuffled = labels.clone()
+    shuffled[:, 1:] = labels[:, 1:].flip(0)  # the right passages, in another order
+    assert InBatchKLDivLoss(student).compute_loss_from_embeddings(embeddings, shuffled).item() > 0.1
+    other = candidate_dataset(candidates, (_Labels(minilm), _Labels(minilm)))
+    value = combined(columns, torch.tensor(np.asarray(other["label"])))
+    value.backward()
+    assert value.item() > 0 and any(p.grad is not None and p.grad.abs().sum() > 0 for p in student.parameters())
 
 
 @pytest.mark.parametrize("name", list(OBJECTIVES))

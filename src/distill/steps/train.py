@@ -157,6 +157,7 @@ def run(params: Params) -> Path:
             )
         pca = PCA(n_components=student_dim, random_state=params.train_seed).fit(cache.get(train_texts))
     long_targets = long_training_targets(params, teacher) if config.long is not None else None
+    label_caches = (teacher.cache("query"), cache)  # the candidates' teacher embeddings, where an objective takes them
     del teacher  # free the teacher's memory before training
     # Nothing is checkpointed: the final weights are saved below, atomically, and the trainer's
     # scratch folder (with the label datasets) goes with the context.
@@ -190,7 +191,7 @@ def run(params: Params) -> Path:
                 dataset_prompts["queries"] = prompts.get("query", "")
         if candidates is not None:
             (train_sets["candidates"], train_losses["candidates"],
-             dataset_prompts["candidates"]) = candidate_objective(student, params, candidates)
+             dataset_prompts["candidates"]) = candidate_objective(student, params, candidates, label_caches)
         _check_whole_batches(config, train_sets)
         evaluated = "texts" in train_sets and bool(eval_texts)
         trainer = fit(student, params, scratch, train_sets, train_losses, dataset_prompts,

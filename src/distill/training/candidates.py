@@ -9,24 +9,42 @@ from datasets import Dataset
 from sentence_transformers import SentenceTransformer
 
 from distill.config.schema import Params
+from distill.labelling.cache import EmbeddingCache
 from distill.training.losses import weighted_loss
+from distill.training.objectives import objectives
+
+TeacherLabels = tuple[EmbeddingCache, EmbeddingCache]  # the teacher's label caches of queries and of passages
 
 
-def candidate_dataset(candidates: pd.DataFrame) -> Dataset:
-    """Columns ``query, positive, negative_1…`` and ``label`` (teacher scores, positive first)."""
+def candidate_dataset(candidates: pd.DataFrame, teacher: TeacherLabels | None = None) -> Dataset:
+    """Columns ``query, positive, negative_1…`` and ``label``: the teacher's scores ``(1 + negatives,)``,
+    positive first; with ``teacher``'s label caches (queries, passages: what an objective that takes the
+    teacher's embeddings needs), ``(1 + candidates, 1 + teacher_dim)``: row 0 the query's embedding
+    after a 0, each next row a candidate's score and embedding."""
     width = len(candidates["candidates"].iloc[0])
     columns = {"query": candidates["query"].tolist(), "positive": [c[0] for c in candidates["candidates"]]}
     for i in range(1, width):
         columns[f"negative_{i}"] = [c[i] for c in candidates["candidates"]]
-    columns["label"] = [np.asarray(s, dtype=np.float32).tolist() for s in candidates["scores"]]
+    scores = np.asarray(candidates["scores"].tolist(), dtype=np.float32)
+    if teacher is None:
+        columns["label"] = scores.tolist()
+        return Dataset.from_dict(columns)
+    query_cache, passage_cache = teacher
+    queries = query_cache.get(candidates["query"].tolist())
+    passages = passage_cache.get([text for row in candidates["candidates"] for text in row]).reshape(len(candidates), width, -1)
+    embeddings = np.concatenate([queries[:, None], passages], axis=1)  # (n, 1 + width, dim)
+    score_column = np.concatenate([np.zeros((len(candidates), 1), np.float32), scores], axis=1)[..., None]
+    columns["label"] = list(np.concatenate([score_column, embeddings.astype(np.float32)], axis=2))
     return Dataset.from_dict(columns)
 
 
-def candidate_objective(student: SentenceTransformer, params: Params,
-                        candidates: pd.DataFrame) -> tuple[Dataset, torch.nn.Module, dict[str, str]]:
-    """The candidate objectives as the trainer takes them: the dataset, its loss and each column's prompt
-    (the query prompt on queries, the passage prompt on candidates)."""
-    dataset = candidate_dataset(candidates)
+def candidate_objective(student: SentenceTransformer, params: Params, candidates: pd.DataFrame,
+                        teacher: TeacherLabels) -> tuple[Dataset, torch.nn.Module, dict[str, str]]:
+    """The candidate objectives as the trainer takes them: the dataset (with the teacher's embeddings
+    in its labels where an objective takes them), its loss and each column's prompt (the query prompt
+    on queries, the passage prompt on candidates)."""
+    with_embeddings = params.train.uses(objectives(teacher_embeddings=True))
+    dataset = candidate_dataset(candidates, teacher if with_embeddings else None)
     prompts = params.student.prompts
     column_prompts = {column: prompts.get("query" if column == "query" else "passage", "")
                       for column in dataset.column_names if column != "label"}

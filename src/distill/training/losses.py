@@ -11,6 +11,7 @@ objectives a config weights (:mod:`distill.training.objectives`) into the one lo
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from functools import partial
 from typing import TYPE_CHECKING, Literal
 
 import torch
@@ -22,7 +23,7 @@ from torch import Tensor, nn
 
 from distill.errors import DataError
 from distill.training.fit import distributed
-from distill.training.objectives import OBJECTIVES, imported, objectives
+from distill.training.objectives import OBJECTIVES, Objective, imported, objectives
 
 if TYPE_CHECKING:
     from distill.config.schema import TrainConfig
@@ -171,6 +172,52 @@ class RelativeSimilarityLoss(_EmbeddingsLoss):
 
 
 
+class InBatchKLDivLoss(_EmbeddingsLoss):
+    """Listwise KL from the teacher's to the student's distribution of each query over every passage of
+    the batch: its own positive and negatives and every other query's. The teacher's in-batch scores
+    are the cosines of its embeddings, which the label step has cached for the queries and passages
+    already, so each query learns from ``batch x (1 + negatives)`` teacher scores instead of its own
+    ``1 + negatives``, at no teacher cost. The in-batch supervision of TAS-B (Hofstätter et al., 2021,
+    "Efficiently Teaching an Effective Dense Retriever with Balanced Topic Aware Sampling",
+    https://arxiv.org/abs/2104.06967), with the bi-encoder teacher as its in-batch scorer; beside
+    ``margin_mse`` on the mined candidates it is that paper's dual supervision.
+
+    Inputs: embeddings ``[query, candidate_1, …, candidate_n]`` each ``(batch, dim)``; labels ``(batch,
+    1 + n, 1 + teacher_dim)``, the teacher's embedding of the query (row 0) and of each candidate in
+    columns ``1:``. Both sides are softmaxed over the ``(batch, batch x n)`` cosine matrix at their
+    temperature. With ``gather_across_devices`` under DDP the passages (and their teacher embeddings)
+    of every rank are gathered first, the student's with gradients.
+    """
+
+    @property
+    def citation(self) -> str:
+        return "https://arxiv.org/abs/2104.06967"
+
+    def __init__(self, model: SentenceTransformer, student_temperature: float = 0.05, teacher_temperature: float = 0.05,
+                 gather_across_devices: bool = False) -> None:
+        super().__init__(model)
+        self.student_temperature, self.teacher_temperature = student_temperature, teacher_temperature
+        self.gather_across_devices = gather_across_devices
+
+    def compute_loss_from_embeddings(self, embeddings: list[Tensor], labels: Tensor) -> Tensor:
+        query, passages = embeddings[0], torch.cat(embeddings[1:])  # passages column by column
+        teacher = labels[:, :, 1:].to(query.dtype)
+        teacher_query = teacher[:, 0]
+        teacher_passages = teacher[:, 1:].transpose(0, 1).reshape(-1, teacher.shape[-1])  # the same order
+        if self.gather_across_devices:
+            passages, teacher_passages = all_gather_with_grad(passages), all_gather(teacher_passages)
+        student = F.normalize(query, dim=-1) @ F.normalize(passages, dim=-1).T / self.student_temperature
+        target = F.normalize(teacher_query, dim=-1) @ F.normalize(teacher_passages, dim=-1).T / self.teacher_temperature
+        return F.kl_div(F.log_softmax(student, dim=-1), F.log_softmax(target, dim=-1), log_target=True,
+                        reduction="batchmean")
+
+
+def candidate_scores(labels: Tensor) -> Tensor:
+    """The teacher's scores ``(batch, n)`` out of candidate labels that carry the teacher's embeddings
+    too (``(batch, 1 + n, 1 + teacher_dim)``, scores in column 0 of the candidate rows)."""
+    return labels[:, 1:, 0]
+
+
 class WeightedSumLoss(nn.Module):
     """A weighted sum of losses over the same inputs, with one student forward pass per batch: each
     part's ``compute_loss_from_embeddings`` gets the shared embeddings and its own view of the labels
@@ -204,20 +251,29 @@ class WeightedSumLoss(nn.Module):
         return {"weights": self.weights}
 
 
+def _part_labels(labels: Tensor, objective: Objective, config: TrainConfig, scores_only: bool) -> Tensor:
+    """One objective's view of the batch's labels: the scores alone where the labels carry the teacher's
+    embeddings for another objective, then the objective's own mapping."""
+    if scores_only:
+        labels = candidate_scores(labels)
+    return objective.labels(labels, config) if objective.labels is not None else labels
+
+
 def weighted_loss(model: SentenceTransformer, config: TrainConfig, data: Literal["texts", "candidates"]) -> nn.Module:
     """The weighted sum of ``config``'s objectives on ``data`` (texts with teacher embeddings, or mined
     candidates with teacher scores; see :data:`~distill.training.objectives.OBJECTIVES`), one student
     pass per text column. Student scores are cosines. The candidate objectives are wrapped in
     ``MatryoshkaLoss`` at ``train.matryoshka_dims`` (plus the full dimension)."""
     parts, label_maps = {}, {}
+    with_embeddings = data == "candidates" and config.uses(objectives(teacher_embeddings=True))
     for name in objectives(data):
         if config.weight(name) <= 0:
             continue
         objective = OBJECTIVES[name]
         options = objective.options(config) | ({"gather_across_devices": distributed()} if objective.in_batch else {})
         parts[name] = (config.weight(name), imported(objective.loss)(model, **options))
-        if objective.labels is not None:
-            label_maps[name] = lambda labels, to_loss=objective.labels: to_loss(labels, config)
+        label_maps[name] = partial(_part_labels, objective=objective, config=config,
+                                   scores_only=with_embeddings and not objective.teacher_embeddings)
     loss = WeightedSumLoss(model, parts, label_maps)
     if data == "candidates" and config.matryoshka_dims:
         full = model.get_embedding_dimension()

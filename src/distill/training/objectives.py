@@ -44,7 +44,11 @@ class Objective:
     and ``options(config)``. ``labels``: the teacher labels as this loss takes them (default: as they
     are). ``teacher_space``: compares the student's embeddings with the teacher's (through a projection
     where dimensions differ). ``in_batch``: the batch's other examples are its negatives or its
-    relations, so batches must be whole and under DDP it gathers across processes."""
+    relations, so batches must be whole and under DDP it gathers across processes.
+    ``teacher_embeddings`` (candidates only): the loss takes the teacher's embeddings of the query and
+    of every candidate beside the scores, labels ``(batch, 1 + candidates, 1 + teacher_dim)`` (see
+    :func:`distill.training.candidates.candidate_dataset`); the other candidate objectives of the same
+    run still get the scores alone."""
 
     data: Literal["texts", "candidates"]
     loss: str
@@ -52,6 +56,7 @@ class Objective:
     labels: Callable[[Any, TrainConfig], Any] | None = None
     teacher_space: bool = False
     in_batch: bool = False
+    teacher_embeddings: bool = False
 
 
 OBJECTIVES: dict[str, Objective] = {
@@ -74,13 +79,20 @@ OBJECTIVES: dict[str, Objective] = {
     # The teacher's positive against the hard and in-batch negatives (InfoNCE).
     "mnrl": Objective("candidates", f"{LIBRARY}:MultipleNegativesRankingLoss",
                       lambda config: {"scale": 1 / config.student_temperature}, in_batch=True),
+    # The teacher's distribution of each query over every passage of the batch, its own candidates and
+    # every other query's (TAS-B's in-batch supervision), from the teacher's embeddings.
+    "in_batch_kl": Objective("candidates", "distill.training.losses:InBatchKLDivLoss",
+                             lambda config: {"student_temperature": config.student_temperature,
+                                             "teacher_temperature": config.teacher_temperature},
+                             in_batch=True, teacher_embeddings=True),
     # Jasper's pairwise rank term on the candidates' teacher scores.
     "relative": Objective("candidates", "distill.training.losses:RelativeSimilarityLoss", labels=in_cosine_units),
 }
 
 
 def objectives(data: Literal["texts", "candidates"] | None = None, *, teacher_space: bool | None = None,
-               in_batch: bool | None = None) -> tuple[str, ...]:
+               in_batch: bool | None = None, teacher_embeddings: bool | None = None) -> tuple[str, ...]:
     """The names of the objectives with these properties (``None``: either), in table order."""
     return tuple(name for name, o in OBJECTIVES.items()
-                 if data in (None, o.data) and teacher_space in (None, o.teacher_space) and in_batch in (None, o.in_batch))
+                 if data in (None, o.data) and teacher_space in (None, o.teacher_space) and in_batch in (None, o.in_batch)
+                 and teacher_embeddings in (None, o.teacher_embeddings))
