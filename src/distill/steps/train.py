@@ -6,7 +6,8 @@ weighs two kinds of objective, each on its own dataset (the trainer alternates t
 - on corpus texts labelled with teacher embeddings: ``similarity`` (in-batch similarity matrices, the
   student keeps its own space), ``mse`` and ``cosine`` (the teacher's coordinates);
 - on training queries with teacher-mined candidates and teacher scores (the label step):
-  ``margin_mse``, ``kl``, ``mnrl`` and ``relative``, optionally inside ``MatryoshkaLoss``.
+  ``margin_mse``, ``kl``, ``mnrl``, ``relative`` and ``in_batch_kl`` (which also reads the teacher's
+  cached embeddings of the queries and candidates), optionally inside ``MatryoshkaLoss``.
 
 When an objective needs the teacher's coordinates and dimensions differ, ``student.target_space``
 picks where the student learns: ``teacher`` adds a trainable Dense projection (least-squares
