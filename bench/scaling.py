@@ -29,7 +29,8 @@ reads a held-out article, so every point is scored on the same documents) and an
   the batch (``in_batch_kl``, TAS-B's in-batch supervision, from the cached teacher embeddings), beside
   the shipped margins and alone, both in MatryoshkaLoss;
 - ``queries-seed1`` … ``queries-seed3``: the shipped recipe at other training seeds (``train.seed``), the
-  run-to-run spread of one recipe.
+  run-to-run spread of one recipe; ``queries-soup4``: the average of those four students' weights (a
+  uniform model soup), trained by nothing else, so its cost is theirs together.
 
 Each point is evaluated on the test sets of ``params.yaml`` and the dev sets of ``params/dev.yaml`` at
 once (one run, the same texts for teacher, undistilled and distilled student). Recipes are chosen on
@@ -114,6 +115,10 @@ OBJECTIVES.update({
 # The shipped recipe at three more training seeds (train.seed: the split, labels and evaluation stay
 # as they are): one recipe's run-to-run spread, the noise every difference between points is read against.
 OBJECTIVES.update({f"queries-seed{seed}": [f"train.seed={seed}"] for seed in (1, 2, 3)})
+# Averages of trained points' weights (a uniform model soup, Wortsman et al., 2022,
+# https://arxiv.org/abs/2203.05482): run after the points they average, which must be of the same size.
+SOUPS = {"queries-soup4": ["queries", "queries-seed1", "queries-seed2", "queries-seed3"]}
+OBJECTIVES.update({name: [] for name in SOUPS})
 POINTS = {f"{size}/{objective}": (size, objective) for size in TEXT_SIZES for objective in OBJECTIVES}
 TEACHER_SAMPLE = 64  # training passages timed through the teacher (no cache) for its seconds per text
 
@@ -168,6 +173,27 @@ def analysed(row: dict, extra: list[str]) -> dict:
     return {**{k: v for k, v in row.items() if k not in ("dev", "test")}, "teacher_seconds_per_text": s_per_text,
             "cost": cost(params, row["seconds"], s_per_text),
             **{half: lead_share(params, flat, items, specs) for half, specs in halves(params).items()}}
+
+
+def souped(params, members: list) -> None:
+    """The average of ``members``' trained weights as ``params``' student; its summary counts their steps."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    from distill.atomic import atomic_dir, write_json
+    from distill.student import DISTILLATION_FILE
+
+    models = [SentenceTransformer(m.paths.student) for m in members]
+    states = [m.state_dict() for m in models]
+    soup = models[0]
+    soup.load_state_dict({k: torch.stack([s[k] for s in states]).mean(0) if states[0][k].is_floating_point()
+                          else states[0][k] for k in states[0]})
+    summaries = [json.loads((Path(m.paths.student) / DISTILLATION_FILE).read_text()) for m in members]
+    summary = {**summaries[0], "train_steps": sum(s["train_steps"] for s in summaries),
+               "seed": [s["seed"] for s in summaries], "soup_of": [m.paths.student for m in members]}
+    with atomic_dir(Path(params.paths.student)) as staging:
+        soup.save(str(staging))
+        write_json(staging / DISTILLATION_FILE, summary)
 
 
 def teacher_seconds_per_text(params) -> float:
@@ -283,8 +309,14 @@ def main() -> int:
         params = point_params(point, args.set)
         print(f"\n== point {index}/{len(points)}: {point} ==", flush=True)
         seconds = {}
+        size, objective = POINTS[point]
         for step in args.steps.split(","):
             start = time.perf_counter()
+            if objective in SOUPS and step == "train":
+                members = [f"{size}/{member}" for member in SOUPS[objective]]
+                souped(params, [point_params(m, args.set) for m in members])
+                seconds[step] = round(sum(earlier[m]["seconds"]["train"] for m in members), 1)
+                continue
             run_step(step, params)
             seconds[step] = round(time.perf_counter() - start, 1)
         if teacher_s_per_text is None:
