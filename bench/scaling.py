@@ -28,8 +28,8 @@ reads a held-out article, so every point is scored on the same documents) and an
 - ``queries+inbatch`` and ``inbatch``: the teacher's distribution of each query over every passage of
   the batch (``in_batch_kl``, TAS-B's in-batch supervision, from the cached teacher embeddings), beside
   the shipped margins and alone, both in MatryoshkaLoss;
-- ``queries-seed1`` … ``queries-seed3``: the shipped recipe at other training seeds (``train.seed``), the
-  run-to-run spread of one recipe; ``queries-soup4``: the average of those four students' weights (a
+- ``queries-seed1`` … ``queries-seed3`` (and ``queries+inbatch-seed1`` …): the recipe at other training
+  seeds (``train.seed``), the run-to-run spread of one recipe; ``queries-soup4``: the average of those four students' weights (a
   uniform model soup), trained by nothing else, so its cost is theirs together.
 
 Each point is evaluated on the test sets of ``params.yaml`` and the dev sets of ``params/dev.yaml`` at
@@ -112,9 +112,10 @@ OBJECTIVES.update({
     "queries+inbatch": ["train.objectives={in_batch_kl: 1.0, margin_mse: 1.0}"],
     "inbatch": ["train.objectives={in_batch_kl: 1.0, margin_mse: 0.0}"],
 })
-# The shipped recipe at three more training seeds (train.seed: the split, labels and evaluation stay
-# as they are): one recipe's run-to-run spread, the noise every difference between points is read against.
-OBJECTIVES.update({f"queries-seed{seed}": [f"train.seed={seed}"] for seed in (1, 2, 3)})
+# The shipped recipe and queries+inbatch at three more training seeds (train.seed: the split, labels and
+# evaluation stay as they are): a recipe's run-to-run spread, the noise every difference is read against.
+OBJECTIVES.update({f"{family}-seed{seed}": [*OBJECTIVES[family], f"train.seed={seed}"]
+                   for family in ("queries", "queries+inbatch") for seed in (1, 2, 3)})
 # Averages of trained points' weights (a uniform model soup, Wortsman et al., 2022,
 # https://arxiv.org/abs/2203.05482): run after the points they average, which must be of the same size.
 SOUPS = {"queries-soup4": ["queries", "queries-seed1", "queries-seed2", "queries-seed3"]}
