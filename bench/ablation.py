@@ -48,7 +48,7 @@ from distill.services.dvc_experiments import (
     workspace_kept,
 )
 from distill.services.lock import pipeline_lock
-from distill.training.objectives import OBJECTIVES
+from distill.training.objectives import weights_override
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,9 +56,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def objectives(dims: tuple[int, ...] = (), **weights: float) -> list[str]:
     """Overrides naming every objective and the Matryoshka dims: overrides merge into params.yaml, so a
     recipe states everything it leaves out (weight 0, no dims) rather than inheriting the default."""
-    full = {name: weights.get(name, 0.0) for name in OBJECTIVES}
-    return ["train.objectives={" + ", ".join(f"{k}: {v}" for k, v in full.items()) + "}",
-            f"train.matryoshka_dims=[{','.join(map(str, dims))}]"]
+    return [weights_override(**weights), f"train.matryoshka_dims=[{','.join(map(str, dims))}]"]
 
 
 CLOZE_3 = "corpus.queries=[{type: titles}, {type: inverse_cloze, per_document: 3, min_sentences: 3}]"

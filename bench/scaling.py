@@ -10,8 +10,8 @@ Every point is ``params.yaml`` plus overrides: a training-text size (``default``
 of every second / every training-eligible BBC article through a ``train_only`` source, which never
 reads a held-out article, so every point is scored on the same documents) and an objective family:
 
-- ``queries``: the shipped recipe, MarginMSE on teacher-mined candidates of headline and inverse-cloze
-  queries, inside MatryoshkaLoss;
+- ``queries``: MarginMSE on teacher-mined candidates of headline and inverse-cloze queries, inside
+  MatryoshkaLoss (the shipped recipe until ``queries+inbatch`` measured better on dev);
 - ``align``: embedding alignment only, the cosine to the teacher's embedding of every labelled
   training passage through a least-squares-initialised projection into the teacher's space
   (LEAF-style, https://arxiv.org/abs/2509.12539: texts only, no queries or negatives);
@@ -25,9 +25,9 @@ reads a held-out article, so every point is scored on the same documents) and an
   regressed onto the teacher's embeddings of every labelled text), whose undistilled baseline is its
   plain distillation; ``static-lr1e-3``, ``static-lr5e-2`` and ``static-20ep`` vary its learning rate
   and epochs, to choose them on dev;
-- ``queries+inbatch`` and ``inbatch``: the teacher's distribution of each query over every passage of
-  the batch (``in_batch_kl``, TAS-B's in-batch supervision, from the cached teacher embeddings), beside
-  the shipped margins and alone, both in MatryoshkaLoss;
+- ``queries+inbatch`` (the shipped recipe) and ``inbatch``: the teacher's distribution of each query
+  over every passage of the batch (``in_batch_kl``, TAS-B's in-batch supervision, from the cached
+  teacher embeddings), beside those margins and alone, both in MatryoshkaLoss;
 - ``queries-seed1`` … ``queries-seed3`` (and ``queries+inbatch-seed1`` …): the recipe at other training
   seeds (``train.seed``), the run-to-run spread of one recipe; ``queries-soup4``: the average of those four students' weights (a
   uniform model soup), trained by nothing else, so its cost is theirs together.
@@ -67,7 +67,7 @@ from distill.pipeline import run_step
 from distill.readers import PER_ITEM_FILE, load_corpus, load_per_item, load_queries
 from distill.sampling import spread_sample
 from distill.services.dvc_experiments import provenance
-from distill.training.objectives import objectives
+from distill.training.objectives import objectives, weights_override
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = Path("bench/out/scaling")
@@ -79,17 +79,18 @@ TEXT_SIZES = {
     "half": [f"corpus.sources=[{DEFAULT_SOURCE}, {{type: bbc, unit: passage, train_only: true, max_documents: 1112}}]"],
     "all": [f"corpus.sources=[{DEFAULT_SOURCE}, {{type: bbc, unit: passage, train_only: true}}]"],
 }
-# Overrides merge into params.yaml's train.objectives key by key: each family states the weights it drops.
+# Overrides merge into params.yaml's train.objectives key by key: each family names every weight.
 OBJECTIVES = {
-    "queries": [],
-    "align": ["train.objectives={cosine: 1.0, margin_mse: 0.0}", "train.matryoshka_dims=[]"],
+    # MarginMSE alone, params.yaml's recipe until in_batch_kl joined it.
+    "queries": [weights_override(margin_mse=1.0)],
+    "align": [weights_override(cosine=1.0), "train.matryoshka_dims=[]"],
     # Every labelled text: the training queries' teacher embeddings too (train.mode asymmetric adds them
     # to the text objective), as LEAF aligns whatever text the teacher embedded.
-    "align-all": ["train.objectives={cosine: 1.0, margin_mse: 0.0}", "train.matryoshka_dims=[]", "train.mode=asymmetric"],
-    "align+queries": ["train.objectives={cosine: 1.0, margin_mse: 1.0}", "train.matryoshka_dims=[]"],
+    "align-all": [weights_override(cosine=1.0), "train.matryoshka_dims=[]", "train.mode=asymmetric"],
+    "align+queries": [weights_override(cosine=1.0, margin_mse=1.0), "train.matryoshka_dims=[]"],
     # MatryoshkaLoss on the margins asks the first 64/128/256 dims of the projected (teacher-space) output
     # to rank alone, which the teacher's own coordinates do not: it fights the alignment.
-    "align+queries-matryoshka": ["train.objectives={cosine: 1.0, margin_mse: 1.0}"],
+    "align+queries-matryoshka": [weights_override(cosine=1.0, margin_mse=1.0)],
 }
 # Alignment through a projection head dropped after training (student.drop_projection, as the static
 # student trains): the teacher's coordinates shape the student, which keeps its own space.
@@ -109,8 +110,8 @@ OBJECTIVES.update({
 # The teacher's in-batch distribution over every passage of the batch (in_batch_kl, from its cached
 # embeddings: no teacher cost), beside the shipped margins (TAS-B's dual supervision) and alone.
 OBJECTIVES.update({
-    "queries+inbatch": ["train.objectives={in_batch_kl: 1.0, margin_mse: 1.0}"],
-    "inbatch": ["train.objectives={in_batch_kl: 1.0, margin_mse: 0.0}"],
+    "queries+inbatch": [weights_override(margin_mse=1.0, in_batch_kl=1.0)],
+    "inbatch": [weights_override(in_batch_kl=1.0)],
 })
 # The shipped recipe and queries+inbatch at three more training seeds (train.seed: the split, labels and
 # evaluation stay as they are): a recipe's run-to-run spread, the noise every difference is read against.

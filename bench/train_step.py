@@ -8,9 +8,10 @@ same fixed batch with the same threads.
 The batch is what the default recipe trains on: ``train.candidate_batch_size`` BBC headlines, each
 with its article's first passage as the positive and the first passages of ``mining.negatives``
 other articles as negatives, tokenised column by column at ``student.max_seq_length`` as the
-trainer's collator does; the labels are fixed seeded scores. Loss values are compared without dropout.
+trainer's collator does; the labels are fixed seeded scores (and, for an objective that reads the
+teacher's embeddings, seeded vectors of the teacher's dimension in their place). Loss values are compared without dropout.
 One step is forward and backward of
-``train.objectives`` (MarginMSE inside MatryoshkaLoss by default). The two ways alternate, after a
+``train.objectives`` (params.yaml's: MarginMSE and the in-batch KL inside MatryoshkaLoss). The two ways alternate, after a
 warm-up each; the median and range of ``--repeats`` steps are printed with the loss values (equal
 within fp32 tolerance) and the texts per second of training. Where the time goes: each way's
 floating-point operations per step (``torch.utils.flop_counter``), the GFLOP/s that makes, and the
@@ -32,13 +33,16 @@ from pathlib import Path
 import torch
 from sentence_transformers.base.losses.merged_forward import column_merging_disabled
 from torch.utils.flop_counter import FlopCounterMode
+from transformers import AutoConfig
 
 from distill.config.loader import load_params
+from distill.models import resolve_model
 from distill.readers import bbc_articles
 from distill.services.dvc_experiments import provenance
 from distill.student import base_student
 from distill.text import split_passages
 from distill.training.losses import weighted_loss
+from distill.training.objectives import objectives
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,8 +56,16 @@ def fixed_batch(params) -> tuple[list[list[str]], torch.Tensor]:
                [prompts.get("passage", "") + p for p in first[:queries]]]
     for n in range(1, negatives + 1):
         columns.append([prompts.get("passage", "") + p for p in first[n * queries : (n + 1) * queries]])
-    labels = torch.rand(queries, negatives + 1, generator=torch.Generator().manual_seed(params.seed))
-    return columns, labels
+    generator = torch.Generator().manual_seed(params.seed)
+    scores = torch.rand(queries, negatives + 1, generator=generator)
+    if not params.train.uses(objectives(teacher_embeddings=True)):
+        return columns, scores
+    # The layout candidate_dataset gives an objective that reads the teacher's embeddings, with seeded
+    # vectors of the teacher's dimension standing in for them: the step costs the same.
+    dim = AutoConfig.from_pretrained(resolve_model(params.teacher.model)).hidden_size
+    embeddings = torch.randn(queries, negatives + 2, dim, generator=generator)
+    score_column = torch.cat([torch.zeros(queries, 1), scores], dim=1).unsqueeze(-1)
+    return columns, torch.cat([score_column, embeddings], dim=-1)
 
 
 def matmul_peak(size: int = 2048, repeats: int = 5) -> float:

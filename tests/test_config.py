@@ -3,6 +3,7 @@ import yaml
 
 from distill.config.base import ParamsError
 from distill.config.loader import flatten, load_params, parse_override
+from distill.training.objectives import weights_override
 from tests.conftest import ROOT
 
 
@@ -66,6 +67,15 @@ def test_layering_and_overrides(tmp_path):
     assert params.student.prompts == {"query": "q: "}
     with pytest.raises(ParamsError, match="KEY=VALUE"):
         parse_override("train.epochs")
+
+
+def test_an_objectives_override_names_every_objective_so_none_is_inherited():
+    """Layers merge train.objectives key by key: an override that left the default's in_batch_kl out
+    would train it too."""
+    params = load_params(ROOT / "params.yaml", [weights_override(cosine=1.0), "train.matryoshka_dims=[]"])
+    assert {k: v for k, v in params.train.objectives.items() if v} == {"cosine": 1.0}
+    with pytest.raises(ValueError, match="unknown objectives"):
+        weights_override(margin=1.0)
 
 
 def test_flatten_uses_dotted_keys_and_yaml_spelling():

@@ -96,3 +96,12 @@ def objectives(data: Literal["texts", "candidates"] | None = None, *, teacher_sp
     return tuple(name for name, o in OBJECTIVES.items()
                  if data in (None, o.data) and teacher_space in (None, o.teacher_space) and in_batch in (None, o.in_batch)
                  and teacher_embeddings in (None, o.teacher_embeddings))
+
+
+def weights_override(**weights: float) -> str:
+    """A ``train.objectives={…}`` override that names every objective, those not given at 0: params
+    layers merge key by key, so an override that leaves an objective out inherits its weight."""
+    unknown = sorted(set(weights) - set(OBJECTIVES))
+    if unknown:
+        raise ValueError(f"unknown objectives {unknown}; expected names from {list(OBJECTIVES)}")
+    return "train.objectives={" + ", ".join(f"{name}: {weights.get(name, 0.0)}" for name in OBJECTIVES) + "}"
