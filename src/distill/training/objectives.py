@@ -80,10 +80,12 @@ OBJECTIVES: dict[str, Objective] = {
     "mnrl": Objective("candidates", f"{LIBRARY}:MultipleNegativesRankingLoss",
                       lambda config: {"scale": 1 / config.student_temperature}, in_batch=True),
     # The teacher's distribution of each query over every passage of the batch, its own candidates and
-    # every other query's (TAS-B's in-batch supervision), from the teacher's embeddings.
+    # every other query's (TAS-B's in-batch supervision), from the teacher's embeddings. Both sides are
+    # cosines, so both take the student's temperature: train.teacher_temperature is the scale of the
+    # candidate scorer's scores, which may be a reranker's logits.
     "in_batch_kl": Objective("candidates", "distill.training.losses:InBatchKLDivLoss",
                              lambda config: {"student_temperature": config.student_temperature,
-                                             "teacher_temperature": config.teacher_temperature},
+                                             "teacher_temperature": config.student_temperature},
                              in_batch=True, teacher_embeddings=True),
     # Jasper's pairwise rank term on the candidates' teacher scores.
     "relative": Objective("candidates", "distill.training.losses:RelativeSimilarityLoss", labels=in_cosine_units),
