@@ -41,6 +41,7 @@ from distill.readers import bbc_articles
 from distill.services.dvc_experiments import provenance
 from distill.student import base_student
 from distill.text import split_passages
+from distill.training.candidates import labels_with_embeddings
 from distill.training.losses import weighted_loss
 from distill.training.objectives import objectives
 
@@ -60,12 +61,11 @@ def fixed_batch(params) -> tuple[list[list[str]], torch.Tensor]:
     scores = torch.rand(queries, negatives + 1, generator=generator)
     if not params.train.uses(objectives(teacher_embeddings=True)):
         return columns, scores
-    # The layout candidate_dataset gives an objective that reads the teacher's embeddings, with seeded
-    # vectors of the teacher's dimension standing in for them: the step costs the same.
+    # The labels an objective that reads the teacher's embeddings takes, with seeded vectors of the
+    # teacher's dimension standing in for them: the step costs the same.
     dim = AutoConfig.from_pretrained(resolve_model(params.teacher.model)).hidden_size
-    embeddings = torch.randn(queries, negatives + 2, dim, generator=generator)
-    score_column = torch.cat([torch.zeros(queries, 1), scores], dim=1).unsqueeze(-1)
-    return columns, torch.cat([score_column, embeddings], dim=-1)
+    embeddings = torch.randn(queries, negatives + 2, dim, generator=generator).numpy()
+    return columns, torch.from_numpy(labels_with_embeddings(scores.numpy(), embeddings[:, 0], embeddings[:, 1:]))
 
 
 def matmul_peak(size: int = 2048, repeats: int = 5) -> float:

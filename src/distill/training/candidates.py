@@ -32,10 +32,17 @@ def candidate_dataset(candidates: pd.DataFrame, teacher: TeacherLabels | None = 
     query_cache, passage_cache = teacher
     queries = query_cache.get(candidates["query"].tolist())
     passages = passage_cache.get([text for row in candidates["candidates"] for text in row]).reshape(len(candidates), width, -1)
-    embeddings = np.concatenate([queries[:, None], passages], axis=1)  # (n, 1 + width, dim)
-    score_column = np.concatenate([np.zeros((len(candidates), 1), np.float32), scores], axis=1)[..., None]
-    columns["label"] = list(np.concatenate([score_column, embeddings.astype(np.float32)], axis=2))
+    columns["label"] = list(labels_with_embeddings(scores, queries, passages))
     return Dataset.from_dict(columns)
+
+
+def labels_with_embeddings(scores: np.ndarray, queries: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """Scores ``(n, width)``, the teacher's query embeddings ``(n, dim)`` and candidate embeddings ``(n,
+    width, dim)`` in the label layout ``(n, 1 + width, 1 + dim)`` an objective with ``teacher_embeddings``
+    reads: row 0 a 0 and the query's embedding, each next row a candidate's score and embedding."""
+    embeddings = np.concatenate([queries[:, None], candidates], axis=1)
+    score_column = np.concatenate([np.zeros((len(scores), 1)), scores], axis=1)[..., None]
+    return np.concatenate([score_column, embeddings], axis=2).astype(np.float32)
 
 
 def candidate_objective(student: SentenceTransformer, params: Params, candidates: pd.DataFrame,
