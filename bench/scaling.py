@@ -28,6 +28,8 @@ reads a held-out article, so every point is scored on the same documents) and an
 - ``queries+inbatch`` (the shipped recipe) and ``inbatch``: the teacher's distribution of each query
   over every passage of the batch (``in_batch_kl``, TAS-B's in-batch supervision, from the cached
   teacher embeddings), beside those margins and alone, both in MatryoshkaLoss;
+- ``queries+inbatch-bs32`` and ``queries+inbatch-2ep``: that pair with 32 queries a batch (128 in-batch
+  passages) or two epochs;
 - ``queries-seed1`` … ``queries-seed3`` (and ``queries+inbatch-seed1`` …): the recipe at other training
   seeds (``train.seed``), the run-to-run spread of one recipe; ``queries-soup4``: the average of those four students' weights (a
   uniform model soup), trained by nothing else, so its cost is theirs together.
@@ -117,6 +119,12 @@ OBJECTIVES.update({
 # evaluation stay as they are): a recipe's run-to-run spread, the noise every difference is read against.
 OBJECTIVES.update({f"{family}-seed{seed}": [*OBJECTIVES[family], f"train.seed={seed}"]
                    for family in ("queries", "queries+inbatch") for seed in (1, 2, 3)})
+# The in-batch KL with more in-batch passages (32 queries a batch: 128 passages, half the steps) and with
+# a second epoch (new batches, so new in-batch negatives): where its teacher signal per query could grow.
+OBJECTIVES.update({
+    "queries+inbatch-bs32": [*OBJECTIVES["queries+inbatch"], "train.candidate_batch_size=32"],
+    "queries+inbatch-2ep": [*OBJECTIVES["queries+inbatch"], "train.epochs=2"],
+})
 # Averages of trained points' weights (a uniform model soup, Wortsman et al., 2022,
 # https://arxiv.org/abs/2203.05482): run after the points they average, which must be of the same size.
 SOUPS = {"queries-soup4": ["queries", "queries-seed1", "queries-seed2", "queries-seed3"]}
