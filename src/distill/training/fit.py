@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from contextlib import nullcontext
 from pathlib import Path
 
 import pandas as pd
@@ -16,6 +17,7 @@ import torch
 import yaml
 from datasets import Dataset, DatasetDict
 from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+from sentence_transformers.base.losses.merged_forward import column_merging_disabled
 
 from distill.config.schema import Params
 from distill.errors import DataError
@@ -95,7 +97,11 @@ def fit(student: SentenceTransformer, params: Params, scratch: str, train_sets: 
         eval_dataset=DatasetDict({"texts": eval_dataset}) if eval_dataset is not None else None,
         loss=train_losses,
     )
-    trainer.train()
+    # The merged candidate pass is the library's choice for accelerators, where per-pass overhead
+    # dominates; on a CPU, padding every candidate to the widest costs more than one larger matmul saves
+    # (bench/train_step.py), so CPU training runs one pass per column. The loss is the same either way.
+    with nullcontext() if torch.cuda.is_available() else column_merging_disabled():
+        trainer.train()
     if eval_dataset is not None:
         trainer.evaluate()  # the held-out loss of the final weights, whatever eval_steps was
     return trainer

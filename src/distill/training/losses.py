@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Literal
 import torch
 import torch.nn.functional as F
 from sentence_transformers import SentenceTransformer
+from sentence_transformers.base.losses.merged_forward import embed_columns
 from sentence_transformers.sentence_transformer.losses import MatryoshkaLoss
 from sentence_transformers.util import all_gather, all_gather_with_grad, batch_to_device
 from torch import Tensor, nn
@@ -30,9 +31,9 @@ if TYPE_CHECKING:
 
 
 class _EmbeddingsLoss(nn.Module):
-    """Shared by the losses below: one student pass per text column, then
-    ``compute_loss_from_embeddings`` (which :class:`WeightedSumLoss` also calls directly). Each loss
-    cites its own paper."""
+    """Shared by the losses below: the student's embeddings of every text column (:func:`embed_columns`,
+    as the library's losses take them), then ``compute_loss_from_embeddings`` (which
+    :class:`WeightedSumLoss` also calls directly). Each loss cites its own paper."""
 
     def __init__(self, model: SentenceTransformer) -> None:
         super().__init__()
@@ -42,7 +43,7 @@ class _EmbeddingsLoss(nn.Module):
         raise NotImplementedError
 
     def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor) -> Tensor:
-        return self.compute_loss_from_embeddings([self.model(f)["sentence_embedding"] for f in sentence_features], labels)
+        return self.compute_loss_from_embeddings(embed_columns(self.model, sentence_features), labels)
 
 
 class InBatchSimilarityLoss(_EmbeddingsLoss):
@@ -219,8 +220,10 @@ def candidate_scores(labels: Tensor) -> Tensor:
 
 
 class WeightedSumLoss(nn.Module):
-    """A weighted sum of losses over the same inputs, with one student forward pass per batch: each
-    part's ``compute_loss_from_embeddings`` gets the shared embeddings and its own view of the labels
+    """A weighted sum of losses over the same inputs, whose student passes are shared: the library's
+    :func:`embed_columns` (one pass for the first column, one merged pass for the others, or one per
+    column inside ``column_merging_disabled``), then each part's ``compute_loss_from_embeddings`` gets
+    the shared embeddings and its own view of the labels
     (``label_maps``, e.g. teacher scores rescaled to the student's cosine units).
 
     Inputs: whatever the parts take (texts with teacher embeddings, or a query with candidates and
@@ -240,7 +243,7 @@ class WeightedSumLoss(nn.Module):
         self.label_maps = label_maps or {}
 
     def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor) -> Tensor:
-        embeddings = [self.model(f)["sentence_embedding"] for f in sentence_features]
+        embeddings = embed_columns(self.model, sentence_features)
         total = embeddings[0].new_zeros(())
         for name, loss in self.parts.items():
             part_labels = self.label_maps.get(name, lambda x: x)(labels)
@@ -261,9 +264,10 @@ def _part_labels(labels: Tensor, objective: Objective, config: TrainConfig, scor
 
 def weighted_loss(model: SentenceTransformer, config: TrainConfig, data: Literal["texts", "candidates"]) -> nn.Module:
     """The weighted sum of ``config``'s objectives on ``data`` (texts with teacher embeddings, or mined
-    candidates with teacher scores; see :data:`~distill.training.objectives.OBJECTIVES`), one student
-    pass per text column. Student scores are cosines. The candidate objectives are wrapped in
-    ``MatryoshkaLoss`` at ``train.matryoshka_dims`` (plus the full dimension)."""
+    candidates with teacher scores; see :data:`~distill.training.objectives.OBJECTIVES`), sharing the
+    student's passes over the columns (:class:`WeightedSumLoss`). Student scores are cosines. The
+    candidate objectives are wrapped in ``MatryoshkaLoss`` at ``train.matryoshka_dims`` (plus the full
+    dimension)."""
     parts, label_maps = {}, {}
     with_embeddings = data == "candidates" and config.uses(objectives(teacher_embeddings=True))
     for name in objectives(data):
