@@ -52,8 +52,8 @@ def tiny_params_dict(root: Path) -> dict:
             "passage_chars": 1000,
             "heldout_fraction": 0.35,
         },
-        # The shipped objectives (margin_mse and in_batch_kl in MatryoshkaLoss, 3 negatives), on fewer and
-        # shorter candidates.
+        # The shipped objectives (margin_mse and in_batch_kl in MatryoshkaLoss), mined from a shorter rank window;
+        # three negatives a query rather than the default one, so the score objectives see several.
         "mining": {"negatives": 3, "rank_end": 20},
         # No exports by default (each costs ~10 s of tracing here); finished_pipeline and test_exports make them.
         "export": {"formats": [], "calibration_texts": 32},

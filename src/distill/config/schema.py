@@ -162,7 +162,9 @@ class MiningConfig(_Section):
 
     # The positive is the teacher's best passage among the query's known positives (its document's
     # passages, its cloze context), or its top-ranked passage for a user query.
-    negatives: int = Field(default=3, gt=0)
+    # One: beside the in-batch KL, which reads every passage of the batch, more mined negatives took no
+    # more of the teacher's lead on dev and cost 40% more student compute (bench/RESULTS.md).
+    negatives: int = Field(default=1, gt=0)
     # Hard negatives are drawn from teacher ranks [rank_start, rank_end) (0 = the best)...
     rank_start: int = Field(default=2, ge=0)
     rank_end: int = Field(default=40, gt=1)
@@ -231,7 +233,8 @@ class TrainConfig(_Section):
     processes: int = Field(default=1, gt=0)
     batch_size: int = Field(default=64, gt=0)
     # Queries per batch of the candidate objectives: each brings 1 + mining.negatives passages.
-    candidate_batch_size: int = Field(default=16, gt=0)
+    # 32 with one negative: the same 64 in-batch passages per query as 16 with three.
+    candidate_batch_size: int = Field(default=32, gt=0)
     learning_rate: Float = Field(default=2e-5, gt=0)
     warmup_ratio: Float = Field(default=0.1, ge=0, lt=1)
     weight_decay: Float = Field(default=0.01, ge=0)
