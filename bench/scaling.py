@@ -32,7 +32,7 @@ reads a held-out article, so every point is scored on the same documents) and an
 - ``queries+inbatch-bs32`` and ``queries+inbatch-2ep``: that pair with 32 queries a batch (128 in-batch
   passages) or two epochs; ``queries+inbatch-neg1`` and ``queries+inbatch-bs32-neg1``: one mined negative a
   query instead of three (40% less student compute a query), at 16 or 32 queries a batch (the latter is
-  ``params.yaml``'s recipe since it measured level on dev);
+  ``params.yaml``'s recipe since it measured level on dev, also at ``-seed1`` … ``-seed3``);
 - ``queries-seed1`` … ``queries-seed3`` (and ``queries+inbatch-seed1`` …): the recipe at other training
   seeds (``train.seed``), the run-to-run spread of one recipe; ``queries-soup4``: the average of those four students' weights (a
   uniform model soup), trained by nothing else, so its cost is theirs together.
@@ -138,6 +138,9 @@ OBJECTIVES.update({
     "queries+inbatch-neg1": [*OBJECTIVES["queries+inbatch"], "mining.negatives=1"],
     "queries+inbatch-bs32-neg1": [*OBJECTIVES["queries+inbatch-bs32"], "mining.negatives=1"],
 })
+# params.yaml's recipe since 6947df3 at other training seeds.
+OBJECTIVES.update({f"queries+inbatch-bs32-neg1-seed{seed}": [*OBJECTIVES["queries+inbatch-bs32-neg1"], f"train.seed={seed}"]
+                   for seed in (1, 2, 3)})
 # Averages of trained points' weights (a uniform model soup, Wortsman et al., 2022,
 # https://arxiv.org/abs/2203.05482): run after the points they average, which must be of the same size.
 SOUPS = {"queries-soup4": ["queries", "queries-seed1", "queries-seed2", "queries-seed3"]}
